@@ -1,0 +1,61 @@
+"""Analytics layer: weekly and monthly event counts in DuckDB, computed over the Delta ``leads``."""
+
+import dagster as dg
+import pyarrow.compute as pc
+
+from leads_pipeline.metadata import markdown_preview
+from leads_pipeline.pools import WAREHOUSE_POOL
+from leads_pipeline.property_map import EVENT_COLUMNS
+from leads_pipeline.raw_store import RAW_TABLE
+from leads_pipeline.resources import LakeResource, WarehouseResource
+from leads_pipeline.transform import LEADS_TABLE
+from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, compute_event_counts
+
+GROUP = "analytics"
+
+
+def _materialize_counts(lake: LakeResource, warehouse: WarehouseResource, grain: str, table: str):
+    store = lake.lake()
+    leads = store.load(LEADS_TABLE)
+    if leads is None:
+        raise dg.Failure(
+            "The leads table does not exist yet: materialize leads first (job sync_leads)."
+        )
+    counts = compute_event_counts(leads.to_pyarrow_dataset(), grain)
+    warehouse.warehouse().publish({table: counts})
+    label = counts.column_names[0]
+    totals = {f"total_{c}": pc.sum(counts[c]).as_py() or 0 for c in EVENT_COLUMNS}
+    return dg.MaterializeResult(
+        metadata={
+            "source": store.commit_value(RAW_TABLE, "source") or "unknown",
+            "table": table,
+            "warehouse": warehouse.path,
+            "dagster/row_count": counts.num_rows,
+            "leads_delta_version": leads.version(),
+            "first_period": counts[label][0].as_py() if counts.num_rows else "",
+            "last_period": counts[label][-1].as_py() if counts.num_rows else "",
+            **totals,
+            "preview": markdown_preview(counts, limit=12, tail=True),
+        }
+    )
+
+
+@dg.asset(deps=[LEADS_TABLE], group_name=GROUP, kinds={"duckdb"}, pool=WAREHOUSE_POOL)
+def weekly_event_counts(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """How many leads reached each funnel step, week by week.
+
+    One row per ISO 8601 week (labelled like ``2025-W01``, with the ISO year) from the first to the
+    last event, weeks without events included with zeros: first contacts, prospects' replies,
+    calls proposed, calls booked and follow-ups dated in that week.
+    """
+    return _materialize_counts(lake, warehouse, "week", WEEKLY_TABLE)
+
+
+@dg.asset(deps=[LEADS_TABLE], group_name=GROUP, kinds={"duckdb"}, pool=WAREHOUSE_POOL)
+def monthly_event_counts(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """How many leads reached each funnel step, month by month.
+
+    One row per calendar month (labelled like ``2025-01``) from the first to the last event, months
+    without events included with zeros, with the same five counts as the weekly table.
+    """
+    return _materialize_counts(lake, warehouse, "month", MONTHLY_TABLE)

@@ -1,0 +1,222 @@
+"""Ingestion layer: Notion pages → ``raw_notion_leads`` → ``leads`` and ``lead_quality_issues``."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from leads_pipeline.metadata import markdown_preview
+from leads_pipeline.pools import LAKE_POOL
+from leads_pipeline.property_map import resolve
+from leads_pipeline.raw_store import (
+    RAW_SCHEMA,
+    RAW_TABLE,
+    WATERMARK_MARGIN,
+    check_source,
+    load_schema,
+    merge_raw,
+    pages_to_raw,
+    read_state,
+    store_schema,
+)
+from leads_pipeline.resources import LakeResource, PropertyMapResource
+from leads_pipeline.sources.base import LeadsSource, ListingStats
+from leads_pipeline.transform import ISSUES_TABLE, LEADS_TABLE, derive_leads
+
+GROUP = "ingestion"
+
+
+class RawLeadsConfig(dg.Config):
+    """Run configuration of ``raw_notion_leads``."""
+
+    full_listing: bool = Field(
+        default=False,
+        description="List every page instead of only those edited since the watermark; pages no "
+        "longer listed are marked deleted. The refresh_leads job sets it.",
+    )
+
+
+class LeadsConfig(dg.Config):
+    """Run configuration of ``leads`` / ``lead_quality_issues``."""
+
+    rebuild: bool = Field(
+        default=False,
+        description="Re-derive both tables from every row of raw_notion_leads (no Notion call), "
+        "e.g. after editing the property map.",
+    )
+
+
+def _dedupe_latest(rows: pa.Table) -> pa.Table:
+    """Keeps one row per page: the most recently edited (a page can be listed twice)."""
+    if pc.count_distinct(rows["page_id"]).as_py() == rows.num_rows:
+        return rows
+    order = rows.sort_by([("page_id", "ascending"), ("last_edited_time", "descending")])
+    ids = order["page_id"]
+    first = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
+    keep = pa.concat_arrays([pa.array([True]), first.combine_chunks()])
+    return order.filter(keep)
+
+
+@dg.asset(
+    name=RAW_TABLE,
+    group_name=GROUP,
+    kinds={"notion", "deltalake"},
+    pool=LAKE_POOL,
+)
+def raw_notion_leads(
+    context: dg.AssetExecutionContext,
+    config: RawLeadsConfig,
+    source: LeadsSource,
+    lake: LakeResource,
+    property_map: PropertyMapResource,
+) -> dg.MaterializeResult:
+    """Every lead page of the Notion Leads database, exactly as Notion returned it.
+
+    One row per page ever seen, with its properties kept verbatim as JSON, the time it was last
+    synced and, for pages trashed in Notion or gone from a full listing, when it was deleted. It is
+    the pipeline's memory of Notion: everything downstream can be rebuilt from it without calling
+    Notion again.
+    """
+    store = lake.lake()
+    synced_at = datetime.now(UTC)
+    schema = source.data_source_schema()
+    resolve(property_map.load(), schema)  # a mapped property that is missing fails before listing
+    state = read_state(store)
+    check_source(state, source.identity(), store.root)
+    full = config.full_listing or state.watermark is None
+    since = None if full else state.watermark - WATERMARK_MARGIN
+    context.log.info(
+        f"Listing {'every page' if since is None else f'pages edited on or after {since.isoformat()}'}"
+        f" from {source.source_name}."
+    )
+    stats = ListingStats()
+    parts = [
+        pages_to_raw(batch, synced_at)
+        for batch in source.list_pages(edited_on_or_after=since, stats=stats, log=context.log)
+    ]
+    fetched = _dedupe_latest(pa.concat_tables(parts)) if parts else RAW_SCHEMA.empty_table()
+    if full:
+        listed = fetched["page_id"]
+        deleted_ids = pc.filter(state.live_ids, pc.invert(pc.is_in(state.live_ids, listed)))
+    else:
+        deleted_ids = pa.array([], pa.string())
+    commit_metadata = {"source": source.source_name, "source_identity": source.identity()}
+    store_schema(store, dict(schema), commit_metadata)
+    outcome = merge_raw(store, fetched, deleted_ids, synced_at, commit_metadata)
+
+    table = store.load(RAW_TABLE)
+    dataset = table.to_pyarrow_dataset()
+    watermark = pc.max(dataset.to_table(columns=["last_edited_time"])["last_edited_time"]).as_py()
+    preview = fetched.select(["page_id", "last_edited_time", "in_trash", "url"])
+    return dg.MaterializeResult(
+        metadata={
+            "source": source.source_name,
+            "mode": "full listing" if full else "incremental",
+            "dagster/row_count": dataset.count_rows(),
+            "pages_fetched": fetched.num_rows,
+            "requests": stats.requests,
+            "retries": stats.retries,
+            "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
+            "rows_inserted": outcome.inserted,
+            "rows_updated": outcome.updated,
+            "rows_marked_deleted": outcome.deleted,
+            "delta_version": table.version(),
+            "delta_committed": outcome.committed,
+            "watermark": watermark.isoformat() if watermark else "",
+            "table_uri": store.table_uri(RAW_TABLE),
+            "preview": markdown_preview(preview.slice(max(preview.num_rows - 10, 0))),
+        }
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            LEADS_TABLE,
+            deps=[RAW_TABLE],
+            group_name=GROUP,
+            kinds={"deltalake"},
+            description=(
+                "The sales team's leads, one row per live lead: name, email, phone, status and "
+                "the five event dates of the funnel (first contact, prospect's reply, call "
+                "proposed, call booked, follow-up) as calendar dates as written in Notion. "
+                "Leads trashed or deleted in Notion are gone from it."
+            ),
+        ),
+        dg.AssetSpec(
+            ISSUES_TABLE,
+            deps=[RAW_TABLE],
+            group_name=GROUP,
+            kinds={"deltalake"},
+            description=(
+                "Every value in Notion that could not be read (an invalid email, a malformed "
+                "date, a property of the wrong type): which lead, which column, the raw value and "
+                "why. The lead itself is kept in leads with that one value empty."
+            ),
+        ),
+    ],
+    pool=LAKE_POOL,
+)
+def leads_and_quality_issues(
+    context: dg.AssetExecutionContext,
+    config: LeadsConfig,
+    lake: LakeResource,
+    property_map: PropertyMapResource,
+):
+    """Parses raw pages into the typed leads table and the quality issues found on the way."""
+    store = lake.lake()
+    schema = load_schema(store)
+    if schema is None:
+        raise dg.Failure(
+            "raw_notion_leads has no stored data source schema yet: materialize raw_notion_leads "
+            "first (job sync_leads)."
+        )
+    mapping = property_map.load()
+    columns = resolve(mapping, schema)
+    source = store.commit_value(RAW_TABLE, "source") or "unknown"
+    outcome = derive_leads(
+        store,
+        columns,
+        schema,
+        mapping.fingerprint(),
+        datetime.now(UTC),
+        rebuild=config.rebuild,
+        metadata={"source": source},
+    )
+    context.log.info(
+        f"Derived leads ({outcome.mode}) from {outcome.raw_rows_processed} raw rows: "
+        f"{outcome.leads.inserted} inserted, {outcome.leads.updated} updated, "
+        f"{outcome.leads.deleted} deleted."
+    )
+    leads_table = store.load(LEADS_TABLE)
+    preview = leads_table.to_pyarrow_dataset().head(10).drop_columns(["extra_properties"])
+    yield dg.MaterializeResult(
+        asset_key=LEADS_TABLE,
+        metadata={
+            "source": source,
+            "mode": outcome.mode,
+            "dagster/row_count": outcome.leads_rows,
+            "raw_rows_processed": outcome.raw_rows_processed,
+            "rows_inserted": outcome.leads.inserted,
+            "rows_updated": outcome.leads.updated,
+            "rows_deleted": outcome.leads.deleted,
+            "delta_version": leads_table.version(),
+            "delta_committed": outcome.leads.committed,
+            "property_map": mapping.fingerprint(),
+            "table_uri": store.table_uri(LEADS_TABLE),
+            "preview": markdown_preview(preview),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=ISSUES_TABLE,
+        metadata={
+            "source": source,
+            "dagster/row_count": outcome.issue_rows,
+            "delta_version": outcome.issues.version,
+            "delta_committed": outcome.issues.committed,
+            "table_uri": store.table_uri(ISSUES_TABLE),
+            "preview": markdown_preview(outcome.issues_table.drop_columns(["detected_at"])),
+        },
+    )

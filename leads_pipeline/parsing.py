@@ -1,0 +1,343 @@
+"""Vectorised parsing of raw Notion pages into the typed ``leads`` rows and quality issues.
+
+Each page's ``properties_json`` is parsed once by DuckDB's ``json_transform`` into a typed
+struct built from the data source schema; every column is then a SQL expression over that struct.
+There is no per-row Python on this path, except for pages stored before a property was renamed
+(their JSON is keyed by the old name): those are re-keyed by property id first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from leads_pipeline.property_map import KINDS, ResolvedColumn
+
+#: Arrow schema of the ``lead_quality_issues`` table.
+ISSUES_SCHEMA = pa.schema(
+    [
+        pa.field("page_id", pa.string(), nullable=False),
+        pa.field("column", pa.string(), nullable=False),
+        pa.field("raw_value", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detected_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+_DATE_PATTERN = r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?"
+_EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s.]+"
+
+# The typed shape of a property value, by Notion type, for json_transform.
+_SHAPES: dict[str, dict] = {
+    "title": {"title": [{"plain_text": "VARCHAR"}]},
+    "rich_text": {"rich_text": [{"plain_text": "VARCHAR"}]},
+    "email": {"email": "VARCHAR"},
+    "phone_number": {"phone_number": "VARCHAR"},
+    "url": {"url": "VARCHAR"},
+    "number": {"number": "DOUBLE"},
+    "checkbox": {"checkbox": "BOOLEAN"},
+    "select": {"select": {"name": "VARCHAR"}},
+    "status": {"status": {"name": "VARCHAR"}},
+    "multi_select": {"multi_select": [{"name": "VARCHAR"}]},
+    "date": {"date": {"start": "VARCHAR", "end": "VARCHAR"}},
+    "people": {"people": [{"id": "VARCHAR"}]},
+    "relation": {"relation": [{"id": "VARCHAR"}]},
+    "files": {"files": [{"name": "VARCHAR"}]},
+    "created_time": {"created_time": "VARCHAR"},
+    "last_edited_time": {"last_edited_time": "VARCHAR"},
+    "created_by": {"created_by": {"id": "VARCHAR"}},
+    "last_edited_by": {"last_edited_by": {"id": "VARCHAR"}},
+    "unique_id": {"unique_id": {"prefix": "VARCHAR", "number": "BIGINT"}},
+    "formula": {
+        "formula": {
+            "type": "VARCHAR",
+            "string": "VARCHAR",
+            "number": "DOUBLE",
+            "boolean": "BOOLEAN",
+            "date": {"start": "VARCHAR"},
+        }
+    },
+    "rollup": {
+        "rollup": {
+            "type": "VARCHAR",
+            "number": "DOUBLE",
+            "date": {"start": "VARCHAR"},
+            "array": "JSON",
+        }
+    },
+}
+
+
+def _lit(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _shape(types: set[str]) -> dict:
+    shape: dict = {"id": "VARCHAR", "type": "VARCHAR"}
+    for notion_type in sorted(types):
+        shape.update(_SHAPES.get(notion_type, {notion_type: "JSON"}))
+    return shape
+
+
+def _text(v: str) -> str:
+    return f"array_to_string(list_transform(coalesce({v}.title, {v}.rich_text), lambda x: x.plain_text), '')"
+
+
+def _simple_value(v: str, notion_type: str) -> str:
+    """SQL for the JSON 'simple value' of an unmapped property kept in ``extra_properties``."""
+    t = notion_type
+    if t in ("title", "rich_text"):
+        return f"to_json(array_to_string(list_transform({v}.{t}, lambda x: x.plain_text), ''))"
+    if t in (
+        "email",
+        "phone_number",
+        "url",
+        "number",
+        "checkbox",
+        "created_time",
+        "last_edited_time",
+    ):
+        return f"to_json({v}.{t})"
+    if t in ("select", "status"):
+        return f"to_json({v}.{t}.name)"
+    if t in ("multi_select", "files"):
+        return f"to_json(list_transform({v}.{t}, lambda x: x.name))"
+    if t in ("people", "relation"):
+        return f"to_json(list_transform({v}.{t}, lambda x: x.id))"
+    if t in ("created_by", "last_edited_by"):
+        return f"to_json({v}.{t}.id)"
+    if t == "date":
+        return (
+            f"to_json(CASE WHEN {v}.date.end IS NULL THEN {v}.date.start "
+            f"ELSE {v}.date.start || '/' || {v}.date.end END)"
+        )
+    if t == "unique_id":
+        return (
+            f"to_json(CASE WHEN {v}.unique_id.number IS NOT NULL THEN "
+            f"coalesce({v}.unique_id.prefix || '-', '') || {v}.unique_id.number END)"
+        )
+    if t == "formula":
+        f = f"{v}.formula"
+        return (
+            f"CASE {f}.type WHEN 'string' THEN to_json({f}.string) WHEN 'number' THEN "
+            f"to_json({f}.number) WHEN 'boolean' THEN to_json({f}.boolean) "
+            f"WHEN 'date' THEN to_json({f}.date.start) END"
+        )
+    if t == "rollup":
+        r = f"{v}.rollup"
+        return (
+            f"CASE {r}.type WHEN 'number' THEN to_json({r}.number) WHEN 'date' "
+            f"THEN to_json({r}.date.start) WHEN 'array' THEN {r}.array END"
+        )
+    return f"{v}.{_quote_ident(t)}"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class _ColumnSql:
+    value: str
+    raw: str
+    reason: str
+
+
+def _column_sql(v: str, column: ResolvedColumn) -> _ColumnSql:
+    accepted = KINDS[column.kind][0]
+    wrong_type = f"({v}.type IS NOT NULL AND {v}.type NOT IN ({', '.join(map(_lit, accepted))}))"
+    type_reason = (
+        f"CASE WHEN {wrong_type} THEN 'property has type ' || {v}.type || ', expected "
+        f"{' or '.join(accepted)}' END"
+    )
+    kind = column.kind
+    if kind == "text":
+        raw = _text(v)
+        return _ColumnSql(f"nullif({raw}, '')", f"{v}.type", type_reason)
+    if kind == "email":
+        raw = f"{v}.email"
+        valid = f"regexp_full_match(trim({raw}), {_lit(_EMAIL_PATTERN)})"
+        return _ColumnSql(
+            f"CASE WHEN {valid} THEN trim({raw}) END",
+            raw,
+            f"coalesce({type_reason}, CASE WHEN nullif(trim({raw}), '') IS NOT NULL AND NOT {valid} "
+            "THEN 'not a valid email address' END)",
+        )
+    if kind == "phone":
+        return _ColumnSql(f"nullif(trim({v}.phone_number), '')", f"{v}.phone_number", type_reason)
+    if kind == "option":
+        return _ColumnSql(f"coalesce({v}.status.name, {v}.select.name)", f"{v}.type", type_reason)
+    if kind == "date":
+        raw = f"{v}.date.start"
+        valid = (
+            f"(regexp_full_match({raw}, {_lit(_DATE_PATTERN)}) "
+            f"AND try_cast(substr({raw}, 1, 10) AS DATE) IS NOT NULL)"
+        )
+        return _ColumnSql(
+            f"CASE WHEN {valid} THEN CAST(substr({raw}, 1, 10) AS DATE) END",
+            raw,
+            f"coalesce({type_reason}, CASE WHEN {raw} IS NOT NULL AND NOT {valid} "
+            "THEN 'not an ISO 8601 date' END)",
+        )
+    if kind in ("number", "checkbox", "url"):
+        field = {"number": "number", "checkbox": "checkbox", "url": "url"}[kind]
+        return _ColumnSql(f"{v}.{field}", f"CAST({v}.{field} AS VARCHAR)", type_reason)
+    raise ValueError(f"unknown kind {kind!r}")  # pragma: no cover - guarded by the property map
+
+
+def _rekey_by_id(properties_json: str, names_by_id: Mapping[str, str]) -> str:
+    """Re-keys a page's properties by the schema's current names, matching on property id."""
+    properties = json.loads(properties_json)
+    rekeyed = {}
+    for name, value in properties.items():
+        current = names_by_id.get(value.get("id")) if isinstance(value, dict) else None
+        rekeyed[current or name] = value
+    return json.dumps(rekeyed, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """Typed rows and the values that could not be parsed."""
+
+    leads: pa.Table
+    issues: pa.Table
+
+
+def leads_schema(columns: tuple[ResolvedColumn, ...]) -> pa.Schema:
+    """The Arrow schema of ``leads`` for a resolved property map."""
+    fields = [pa.field("id", pa.string(), nullable=False)]
+    fields += [pa.field(c.column, c.arrow_type) for c in columns]
+    fields += [
+        pa.field("created_time", pa.timestamp("us", tz="UTC")),
+        pa.field("last_edited_time", pa.timestamp("us", tz="UTC")),
+        pa.field("url", pa.string()),
+        pa.field("extra_properties", pa.string()),
+    ]
+    return pa.schema(fields)
+
+
+def parse_pages(
+    raw: pa.Table,
+    columns: tuple[ResolvedColumn, ...],
+    schema: Mapping[str, Mapping],
+    detected_at: datetime,
+) -> ParseResult:
+    """Parses raw pages into ``leads`` rows and ``lead_quality_issues`` rows.
+
+    Every input row yields exactly one lead; a value that cannot be parsed becomes NULL and yields
+    an issue row instead.
+
+    Args:
+        raw: Rows of ``raw_notion_leads`` (``page_id``, ``created_time``, ``last_edited_time``,
+            ``url``, ``properties_json``).
+        columns: The property map resolved against ``schema``.
+        schema: The data source's properties, ``{name: {"id", "name", "type"}}``.
+        detected_at: Timestamp written in ``detected_at`` of new issues.
+
+    Returns:
+        The typed leads (schema :func:`leads_schema`) and the issues (:data:`ISSUES_SCHEMA`).
+    """
+    names_by_id = {p["id"]: name for name, p in schema.items()}
+    types_by_name: dict[str, set[str]] = {name: {p["type"]} for name, p in schema.items()}
+    for column in columns:
+        types_by_name.setdefault(column.property_name, set()).update(KINDS[column.kind][0])
+    structure = {name: _shape(types) for name, types in types_by_name.items()}
+    mapped_ids = {c.property_id for c in columns}
+    extras = sorted((name, p["type"]) for name, p in schema.items() if p["id"] not in mapped_ids)
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        raw = raw.select(["page_id", "created_time", "last_edited_time", "url", "properties_json"])
+        raw = _rekey_renamed(con, raw, names_by_id)
+        con.register("raw_pages", raw)
+
+        selects, issue_selects = [], []
+        for column in columns:
+            v = f"p[{_lit(column.property_name)}]"
+            sql = _column_sql(v, column)
+            selects.append(f"{sql.value} AS {_quote_ident(column.column)}")
+            selects.append(f"{sql.reason} AS {_quote_ident('__reason_' + column.column)}")
+            selects.append(
+                f"CAST({sql.raw} AS VARCHAR) AS {_quote_ident('__raw_' + column.column)}"
+            )
+            issue_selects.append(
+                f'SELECT page_id, {_lit(column.column)} AS "column", '
+                f"{_quote_ident('__raw_' + column.column)} AS raw_value, "
+                f"{_quote_ident('__reason_' + column.column)} AS reason FROM parsed "
+                f"WHERE {_quote_ident('__reason_' + column.column)} IS NOT NULL"
+            )
+        extra_args = ", ".join(
+            f"{_lit(name)}, {_simple_value(f'p[{_lit(name)}]', t)}" for name, t in extras
+        )
+        extra_sql = f"CAST(json_object({extra_args}) AS VARCHAR)" if extras else "'{}'"
+        con.execute(
+            f"""
+            CREATE TEMP TABLE parsed AS
+            WITH typed AS (
+                SELECT *, json_transform(properties_json, {_lit(json.dumps(structure))}) AS p
+                FROM raw_pages
+            )
+            SELECT page_id, created_time, last_edited_time, url,
+                   {", ".join(selects)},
+                   {extra_sql} AS extra_properties
+            FROM typed
+            """
+        )
+        target = leads_schema(columns)
+        leads = con.execute(
+            f"""
+            SELECT page_id AS id, {", ".join(_quote_ident(c.column) for c in columns)},
+                   created_time, last_edited_time, url, extra_properties
+            FROM parsed
+            """
+        ).to_arrow_table()
+        leads = leads.cast(target)
+        if issue_selects:
+            issues = con.execute(
+                f"SELECT *, $detected_at::TIMESTAMPTZ AS detected_at FROM ("
+                f'{" UNION ALL ".join(issue_selects)}) ORDER BY page_id, "column"',
+                {"detected_at": detected_at},
+            ).to_arrow_table()
+            issues = issues.cast(ISSUES_SCHEMA)
+        else:
+            issues = ISSUES_SCHEMA.empty_table()
+    finally:
+        con.close()
+    return ParseResult(leads=leads, issues=issues)
+
+
+def _rekey_renamed(
+    con: duckdb.DuckDBPyConnection, raw: pa.Table, names_by_id: Mapping[str, str]
+) -> pa.Table:
+    """Re-keys, by property id, the pages whose JSON uses names the schema no longer has."""
+    if raw.num_rows == 0 or not names_by_id:
+        return raw
+    con.register("raw_check", raw)
+    names = "[" + ", ".join(_lit(name) for name in names_by_id.values()) + "]"
+    mask = (
+        con.execute(f"SELECT NOT list_has_all(json_keys(properties_json), {names}) FROM raw_check")
+        .to_arrow_table()
+        .column(0)
+    )
+    con.unregister("raw_check")
+    stale = [index for index, flag in enumerate(mask.to_pylist()) if flag]
+    if not stale:
+        return raw
+    stale_set = set(stale)
+    properties = raw.column("properties_json").to_pylist()
+    fixed = [
+        _rekey_by_id(text, names_by_id) if index in stale_set else text
+        for index, text in enumerate(properties)
+    ]
+    return raw.set_column(
+        raw.schema.get_field_index("properties_json"),
+        "properties_json",
+        pa.array(fixed, pa.string()),
+    )

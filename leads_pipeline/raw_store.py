@@ -1,0 +1,181 @@
+"""The ``raw_notion_leads`` table: every page Notion returned, JSON kept verbatim."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from leads_pipeline.lake import ACTION, DELETE, UPSERT, DeltaLake, WriteOutcome
+
+RAW_TABLE = "raw_notion_leads"
+
+_TS = pa.timestamp("us", tz="UTC")
+RAW_SCHEMA = pa.schema(
+    [
+        pa.field("page_id", pa.string(), nullable=False),
+        pa.field("created_time", _TS),
+        pa.field("last_edited_time", _TS),
+        pa.field("in_trash", pa.bool_()),
+        pa.field("url", pa.string()),
+        pa.field("properties_json", pa.string()),
+        pa.field("synced_at", _TS),
+        pa.field("deleted_at", _TS),
+    ]
+)
+
+#: Notion rounds ``last_edited_time`` down to the minute: re-read a margin before the watermark.
+WATERMARK_MARGIN = timedelta(minutes=2)
+
+
+class SourceMismatchError(RuntimeError):
+    """The lake holds pages from another source than the one configured."""
+
+
+def pages_to_raw(pages: Iterable[dict], synced_at: datetime) -> pa.Table:
+    """Turns page objects into ``raw_notion_leads`` rows (one per page, nothing dropped).
+
+    Args:
+        pages: Page objects as the API returns them.
+        synced_at: Time of this sync.
+
+    Returns:
+        Rows with ``RAW_SCHEMA``; a trashed page gets ``deleted_at = synced_at``.
+
+    Raises:
+        ValueError: If a page lacks its ``id``.
+    """
+    ids, created, edited, trashed, urls, properties = [], [], [], [], [], []
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    for page in pages:
+        page_id = page.get("id")
+        if not page_id:
+            raise ValueError(f"A Notion page has no id: {json.dumps(page)[:200]}")
+        ids.append(page_id)
+        created.append(page.get("created_time"))
+        edited.append(page.get("last_edited_time"))
+        trashed.append(bool(page.get("in_trash", page.get("archived", False))))
+        urls.append(page.get("url"))
+        properties.append(dumps(page.get("properties") or {}))
+    trash = pa.array(trashed, pa.bool_())
+    synced = pa.array([synced_at] * len(ids), _TS)
+    return pa.table(
+        {
+            "page_id": pa.array(ids, pa.string()),
+            "created_time": pa.array(created, pa.string()).cast(_TS),
+            "last_edited_time": pa.array(edited, pa.string()).cast(_TS),
+            "in_trash": trash,
+            "url": pa.array(urls, pa.string()),
+            "properties_json": pa.array(properties, pa.string()),
+            "synced_at": synced,
+            "deleted_at": pc.if_else(trash, synced, pa.scalar(None, _TS)),
+        },
+        schema=RAW_SCHEMA,
+    )
+
+
+@dataclass(frozen=True)
+class RawState:
+    """What the raw table says about previous syncs."""
+
+    watermark: datetime | None
+    live_ids: pa.Array
+    source: str | None
+    rows: int
+
+
+def read_state(lake: DeltaLake) -> RawState:
+    """Reads the watermark (newest ``last_edited_time``), live page ids and recorded source."""
+    table = lake.read(RAW_TABLE, columns=["page_id", "last_edited_time", "deleted_at"])
+    if table is None:
+        return RawState(watermark=None, live_ids=pa.array([], pa.string()), source=None, rows=0)
+    watermark = pc.max(table["last_edited_time"]).as_py()
+    live = table.filter(pc.is_null(table["deleted_at"]))["page_id"].combine_chunks()
+    return RawState(
+        watermark=watermark,
+        live_ids=live,
+        source=lake.commit_value(RAW_TABLE, "source_identity"),
+        rows=table.num_rows,
+    )
+
+
+def check_source(state: RawState, identity: str, lake_uri: str) -> None:
+    """Refuses to mix pages of two sources (e.g. sample pages into a lake holding Notion data)."""
+    if state.source is not None and state.source != identity:
+        raise SourceMismatchError(
+            f"The lake at {lake_uri} holds pages from {state.source!r}, but the configured source "
+            f"is {identity!r}. Point LEADS_LAKE_URI at another lake (or LEADS_SOURCE at the source "
+            "that filled this one); sources are never mixed in one lake."
+        )
+
+
+def merge_raw(
+    lake: DeltaLake,
+    fetched: pa.Table,
+    deleted_ids: pa.Array,
+    synced_at: datetime,
+    metadata: dict[str, str],
+) -> WriteOutcome:
+    """Upserts fetched pages and soft-deletes ``deleted_ids``, in one commit (or none).
+
+    A fetched page whose stored copy is identical keeps its row untouched (``synced_at`` included),
+    so an unchanged re-sync commits nothing.
+    """
+    upserts = fetched.append_column(ACTION, pa.array([UPSERT] * fetched.num_rows, pa.string()))
+    deletions = pa.table(
+        {
+            "page_id": deleted_ids.cast(pa.string()),
+            "created_time": pa.nulls(len(deleted_ids), _TS),
+            "last_edited_time": pa.nulls(len(deleted_ids), _TS),
+            "in_trash": pa.nulls(len(deleted_ids), pa.bool_()),
+            "url": pa.nulls(len(deleted_ids), pa.string()),
+            "properties_json": pa.nulls(len(deleted_ids), pa.string()),
+            "synced_at": pa.array([synced_at] * len(deleted_ids), _TS),
+            "deleted_at": pa.array([synced_at] * len(deleted_ids), _TS),
+            ACTION: pa.array([DELETE] * len(deleted_ids), pa.string()),
+        },
+        schema=upserts.schema,
+    )
+    source = pa.concat_tables([upserts, deletions])
+    return lake.upsert(
+        RAW_TABLE,
+        source,
+        key="page_id",
+        metadata=metadata,
+        ignore_in_comparison=("synced_at", "deleted_at"),
+        # deleted_at only changes state when a page goes from live to deleted or back.
+        delete_updates={"deleted_at": "s.deleted_at", "synced_at": "s.synced_at"},
+        delete_when="t.deleted_at IS NULL",
+        also_update_when="(s.deleted_at IS NULL) <> (t.deleted_at IS NULL)",
+    )
+
+
+SCHEMA_TABLE = "_data_source_schema"
+
+
+def store_schema(lake: DeltaLake, schema: dict, metadata: dict[str, str]) -> WriteOutcome:
+    """Keeps the data source's property schema beside the raw pages (for rebuilds without Notion)."""
+    names = sorted(schema)
+    table = pa.table(
+        {
+            "property_id": pa.array([schema[n]["id"] for n in names], pa.string()),
+            "name": pa.array(names, pa.string()),
+            "type": pa.array([schema[n]["type"] for n in names], pa.string()),
+        }
+    )
+    return lake.replace(SCHEMA_TABLE, table, metadata=metadata)
+
+
+def load_schema(lake: DeltaLake) -> dict[str, dict] | None:
+    """The property schema stored by the last sync, ``{name: {"id", "name", "type"}}``."""
+    table = lake.read(SCHEMA_TABLE)
+    if table is None:
+        return None
+    return {
+        row["name"]: {"id": row["property_id"], "name": row["name"], "type": row["type"]}
+        for row in table.to_pylist()
+    }

@@ -1,0 +1,49 @@
+"""Dagster resources for the external systems: the Delta lake, the DuckDB warehouse, the map."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from leads_pipeline.lake import DeltaLake
+from leads_pipeline.property_map import PropertyMap, load_property_map
+from leads_pipeline.settings import DEFAULT_LAKE_URI, DEFAULT_WAREHOUSE_PATH
+from leads_pipeline.warehouse import Warehouse
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The Delta lake root holding ``raw_notion_leads``, ``leads`` and ``lead_quality_issues``.
+
+    Object-store credentials come from each cloud's standard environment variables, read by
+    deltalake itself; ``storage_options`` adds or overrides options (never put secrets in run
+    config: use ``EnvVar``).
+    """
+
+    uri: str = Field(default=DEFAULT_LAKE_URI, description="Local path or s3://, gs://, az:// URI.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="deltalake object-store options."
+    )
+
+    def lake(self) -> DeltaLake:
+        """The lake as a plain object."""
+        return DeltaLake(self.uri, self.storage_options)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB file holding the ``analytics`` tables."""
+
+    path: str = Field(default=DEFAULT_WAREHOUSE_PATH, description="DuckDB database file.")
+
+    def warehouse(self) -> Warehouse:
+        """The warehouse as a plain object."""
+        return Warehouse(self.path)
+
+
+class PropertyMapResource(dg.ConfigurableResource):
+    """Which Notion property feeds which ``leads`` column (``LEADS_PROPERTY_MAP``)."""
+
+    path: str | None = Field(default=None, description="TOML file; built-in defaults when unset.")
+
+    def load(self) -> PropertyMap:
+        """The validated map."""
+        return load_property_map(self.path)

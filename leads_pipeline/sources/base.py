@@ -1,0 +1,58 @@
+"""The source interface every implementation (Notion API, bundled sample) provides."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import dagster as dg
+
+
+@dataclass
+class ListingStats:
+    """Counters a listing fills in as it goes; shown in the materialization metadata."""
+
+    pages: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limit_wait_seconds: float = 0.0
+
+
+class LeadsSource(dg.ConfigurableResource, ABC):
+    """A source of Notion page objects (API version 2025-09-03 shape) for the Leads database."""
+
+    @property
+    @abstractmethod
+    def source_name(self) -> str:
+        """``"notion"`` or ``"sample"``: recorded with every materialization."""
+
+    @abstractmethod
+    def identity(self) -> str:
+        """A stable string naming where the pages come from (e.g. the data source id)."""
+
+    @abstractmethod
+    def data_source_schema(self) -> Mapping[str, Mapping]:
+        """The data source's properties: ``{name: {"id", "name", "type", ...}}``."""
+
+    @abstractmethod
+    def list_pages(
+        self,
+        *,
+        edited_on_or_after: datetime | None,
+        stats: ListingStats,
+        log: logging.Logger | None = None,
+    ) -> Iterator[list[dict]]:
+        """Lists live (non-trashed) pages, in batches, sorted by ``last_edited_time`` ascending.
+
+        Args:
+            edited_on_or_after: Only pages edited at or after this instant; every page when None
+                (a full listing, from which deletions are inferred).
+            stats: Counters to update while listing.
+            log: Where to report progress.
+
+        Yields:
+            Lists of page objects.
+        """

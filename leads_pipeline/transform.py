@@ -1,0 +1,203 @@
+"""Derives ``leads`` and ``lead_quality_issues`` from ``raw_notion_leads``.
+
+Only raw rows synced since the last derivation are parsed (the mark is kept in the tables' own
+Delta commit metadata, so a fresh Dagster instance resumes correctly). A changed property map, a
+missing mark or an explicit rebuild re-derives everything from raw, without one call to Notion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from leads_pipeline.lake import ACTION, DELETE, UPSERT, DeltaLake, WriteOutcome
+from leads_pipeline.parsing import ISSUES_SCHEMA, leads_schema, parse_pages
+from leads_pipeline.property_map import ResolvedColumn
+from leads_pipeline.raw_store import RAW_TABLE
+
+LEADS_TABLE = "leads"
+ISSUES_TABLE = "lead_quality_issues"
+MARK_KEY = "raw_synced_through"
+MAP_KEY = "property_map"
+
+_BATCH_ROWS = 100_000
+_RAW_COLUMNS = [
+    "page_id",
+    "created_time",
+    "last_edited_time",
+    "url",
+    "properties_json",
+    "deleted_at",
+]
+
+
+class RawTableMissingError(RuntimeError):
+    """``leads`` was asked for before ``raw_notion_leads`` exists."""
+
+
+@dataclass(frozen=True)
+class DeriveOutcome:
+    """What one derivation did."""
+
+    mode: str
+    raw_rows_processed: int
+    leads: WriteOutcome
+    issues: WriteOutcome
+    issue_rows: int
+    leads_rows: int
+    issues_table: pa.Table
+
+
+def _mark(lake: DeltaLake, table: str) -> datetime | None:
+    value = lake.commit_value(table, MARK_KEY)
+    return datetime.fromisoformat(value) if value else None
+
+
+def derive_leads(
+    lake: DeltaLake,
+    columns: tuple[ResolvedColumn, ...],
+    schema: Mapping[str, Mapping],
+    map_fingerprint: str,
+    now: datetime,
+    *,
+    rebuild: bool = False,
+    metadata: Mapping[str, str] | None = None,
+) -> DeriveOutcome:
+    """Brings ``leads`` and ``lead_quality_issues`` in line with ``raw_notion_leads``.
+
+    Args:
+        lake: The lake holding the three tables.
+        columns: The property map resolved against ``schema``.
+        schema: The data source's properties.
+        map_fingerprint: Fingerprint of the property map; a change triggers a full rebuild.
+        now: Timestamp for new quality issues.
+        rebuild: Re-derive everything from raw.
+        metadata: Extra commit metadata (e.g. the source).
+
+    Returns:
+        Counts and versions of both writes.
+
+    Raises:
+        RawTableMissingError: If ``raw_notion_leads`` does not exist yet.
+    """
+    raw = lake.load(RAW_TABLE)
+    if raw is None:
+        raise RawTableMissingError(
+            "raw_notion_leads does not exist yet: materialize it first (job sync_leads)."
+        )
+    dataset = raw.to_pyarrow_dataset()
+    through = pc.max(dataset.to_table(columns=["synced_at"])["synced_at"]).as_py()
+    marks = [_mark(lake, LEADS_TABLE), _mark(lake, ISSUES_TABLE)]
+    full = rebuild or None in marks or lake.commit_value(LEADS_TABLE, MAP_KEY) != map_fingerprint
+    row_filter = (
+        None
+        if full
+        else ds.field("synced_at") > pa.scalar(min(marks), pa.timestamp("us", tz="UTC"))
+    )
+
+    lead_parts, issue_parts, gone_parts, affected_parts = [], [], [], []
+    processed = 0
+    for batch in dataset.to_batches(
+        columns=_RAW_COLUMNS, filter=row_filter, batch_size=_BATCH_ROWS
+    ):
+        if batch.num_rows == 0:
+            continue
+        chunk = pa.Table.from_batches([batch])
+        processed += chunk.num_rows
+        affected_parts.append(chunk["page_id"])
+        deleted = pc.is_valid(chunk["deleted_at"])
+        gone_parts.append(chunk.filter(deleted)["page_id"])
+        live = chunk.filter(pc.invert(deleted))
+        if live.num_rows:
+            parsed = parse_pages(live, columns, schema, now)
+            lead_parts.append(parsed.leads)
+            issue_parts.append(parsed.issues)
+
+    target_schema = leads_schema(columns)
+    parsed_leads = pa.concat_tables(lead_parts) if lead_parts else target_schema.empty_table()
+    gone = (
+        pa.chunked_array(gone_parts, pa.string()).combine_chunks()
+        if gone_parts
+        else pa.array([], pa.string())
+    )
+    if full:
+        existing = lake.read(LEADS_TABLE, columns=["id"])
+        if existing is not None:
+            # Rows whose raw page is no longer live at all (e.g. written under another map).
+            orphans = pc.filter(
+                existing["id"], pc.invert(pc.is_in(existing["id"], parsed_leads["id"]))
+            )
+            gone = pa.concat_arrays([gone, orphans.combine_chunks()])
+
+    commit_metadata = {**(metadata or {}), MARK_KEY: through.isoformat(), MAP_KEY: map_fingerprint}
+    upserts = parsed_leads.append_column(
+        ACTION, pa.array([UPSERT] * parsed_leads.num_rows, pa.string())
+    )
+    deletions = pa.table(
+        {
+            name: (gone if name == "id" else pa.nulls(len(gone), upserts.schema.field(name).type))
+            for name in parsed_leads.column_names
+        }
+    ).append_column(ACTION, pa.array([DELETE] * len(gone), pa.string()))
+    leads_outcome = lake.upsert(
+        LEADS_TABLE,
+        pa.concat_tables([upserts, deletions.cast(upserts.schema)]),
+        key="id",
+        metadata=commit_metadata,
+    )
+
+    affected = (
+        pa.chunked_array(affected_parts, pa.string()).combine_chunks()
+        if affected_parts
+        else pa.array([], pa.string())
+    )
+    new_issues = pa.concat_tables(issue_parts) if issue_parts else ISSUES_SCHEMA.empty_table()
+    issues = _merge_issues(lake.read(ISSUES_TABLE), new_issues, affected, full)
+    issues_outcome = lake.replace(ISSUES_TABLE, issues, metadata=commit_metadata)
+    return DeriveOutcome(
+        mode="full" if full else "incremental",
+        raw_rows_processed=processed,
+        leads=leads_outcome,
+        issues=issues_outcome,
+        issue_rows=issues.num_rows,
+        leads_rows=lake.load(LEADS_TABLE).to_pyarrow_dataset().count_rows(),
+        issues_table=issues,
+    )
+
+
+def _merge_issues(
+    current: pa.Table | None, new: pa.Table, affected: pa.Array, full: bool
+) -> pa.Table:
+    """Replaces the issues of the affected pages, keeping ``detected_at`` of issues that persist."""
+    if current is None:
+        current = ISSUES_SCHEMA.empty_table()
+    current = current.cast(ISSUES_SCHEMA)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("current_issues", current)
+        con.register("new_issues", new)
+        con.register("affected", pa.table({"page_id": affected}))
+        keep = "FALSE" if full else "page_id NOT IN (SELECT page_id FROM affected)"
+        result = con.execute(
+            f"""
+            SELECT * FROM current_issues WHERE {keep}
+            UNION ALL
+            SELECT n.page_id, n."column", n.raw_value, n.reason,
+                   coalesce(c.detected_at, n.detected_at) AS detected_at
+            FROM new_issues n
+            LEFT JOIN current_issues c
+              ON c.page_id = n.page_id AND c."column" = n."column" AND c.reason = n.reason
+             AND c.raw_value IS NOT DISTINCT FROM n.raw_value
+            ORDER BY page_id, "column"
+            """
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return result.cast(ISSUES_SCHEMA)

@@ -1,0 +1,169 @@
+"""The DuckDB warehouse: event counts computed over the Delta ``leads`` table, published atomically.
+
+Writers never touch the live database file: they copy it, replace their tables inside one
+transaction, then atomically rename the copy over the original. Readers open the file read-only
+and keep a consistent snapshot for as long as they hold it; they never block a writer, and a
+writer never leaves a half-written table for them to see. Writers are serialised by a lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from leads_pipeline.property_map import EVENT_COLUMNS
+
+SCHEMA = "analytics"
+WEEKLY_TABLE = f"{SCHEMA}.weekly_event_counts"
+MONTHLY_TABLE = f"{SCHEMA}.monthly_event_counts"
+
+#: Period label and start column, truncation unit, step and label format, by grain.
+GRAINS: dict[str, tuple[str, str, str, str, str]] = {
+    "week": ("semaine", "week_start", "week", "7 DAY", "%G-W%V"),
+    "month": ("mois", "month_start", "month", "1 MONTH", "%Y-%m"),
+}
+
+
+class WarehouseNotBuiltError(RuntimeError):
+    """The warehouse file, or a table in it, does not exist yet."""
+
+
+def event_counts_sql(relation: str, grain: str) -> str:
+    """SQL counting each event column's non-null dates per ISO week or calendar month.
+
+    Every period between the first and the last event appears, with zeros where nothing happened.
+
+    Args:
+        relation: Name of the relation holding the ``leads`` columns.
+        grain: ``"week"`` or ``"month"``.
+    """
+    label, start, unit, step, fmt = GRAINS[grain]
+    columns = ", ".join(EVENT_COLUMNS)
+    counts = ",\n               ".join(
+        f"count(*) FILTER (WHERE event = '{c}') AS {c}" for c in EVENT_COLUMNS
+    )
+    zero_filled = ", ".join(f"coalesce(a.{c}, 0)::BIGINT AS {c}" for c in EVENT_COLUMNS)
+    return f"""
+        WITH events AS (
+            SELECT date_trunc('{unit}', day)::DATE AS period_start, event
+            FROM (UNPIVOT (SELECT {columns} FROM {relation})
+                  ON {columns} INTO NAME event VALUE day)
+        ),
+        counted AS (
+            SELECT period_start,
+               {counts}
+            FROM events GROUP BY period_start
+        ),
+        periods AS (
+            SELECT unnest(generate_series(min(period_start), max(period_start),
+                                          INTERVAL {step}))::DATE AS period_start
+            FROM counted
+        )
+        SELECT strftime(p.period_start, '{fmt}') AS {label}, p.period_start AS {start},
+               {zero_filled}
+        FROM periods p LEFT JOIN counted a USING (period_start)
+        ORDER BY p.period_start
+    """
+
+
+def compute_event_counts(leads: pa.dataset.Dataset | pa.Table, grain: str) -> pa.Table:
+    """Runs :func:`event_counts_sql` over an Arrow dataset or table of ``leads``."""
+    con = duckdb.connect()
+    try:
+        con.register("leads", leads)
+        return con.execute(event_counts_sql("leads", grain)).to_arrow_table()
+    finally:
+        con.close()
+
+
+class Warehouse:
+    """The DuckDB file holding the analytics tables.
+
+    Args:
+        path: Path of the DuckDB database file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{self.path}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def publish(self, tables: Mapping[str, pa.Table]) -> None:
+        """Replaces ``tables`` (``schema.name`` → rows) in one transaction, atomically for readers.
+
+        Args:
+            tables: The tables to create or replace, keyed by qualified name.
+        """
+        with self._writer_lock():
+            staging = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                if self.path.exists():
+                    shutil.copyfile(self.path, staging)
+                con = duckdb.connect(str(staging))
+                try:
+                    con.execute("BEGIN TRANSACTION")
+                    for name, data in tables.items():
+                        schema = name.split(".")[0]
+                        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                        con.register("incoming", data)
+                        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM incoming")
+                        con.unregister("incoming")
+                    con.execute("COMMIT")
+                    con.execute("CHECKPOINT")
+                finally:
+                    con.close()
+                os.replace(staging, self.path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    staging.unlink()
+
+    @contextlib.contextmanager
+    def read(self, wait_seconds: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection on the current snapshot of the warehouse.
+
+        Args:
+            wait_seconds: How long to retry when the file is locked by a read-write connection.
+
+        Raises:
+            WarehouseNotBuiltError: If the file does not exist.
+            duckdb.IOException: If another process holds the file in read-write mode past the wait.
+        """
+        if not self.path.exists():
+            raise WarehouseNotBuiltError(
+                f"The warehouse {self.path} does not exist yet. Build it with: "
+                "dagster job execute -m leads_pipeline.definitions -j sync_leads"
+            )
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=True)
+                break
+            except duckdb.IOException as error:
+                if time.monotonic() >= deadline:
+                    raise duckdb.IOException(
+                        f"The warehouse {self.path} is locked by another process that opened it "
+                        f"read-write ({error}). Close that connection, or open it with "
+                        "read_only=True."
+                    ) from error
+                time.sleep(0.1)
+        try:
+            yield con
+        finally:
+            con.close()
