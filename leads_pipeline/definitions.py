@@ -1,16 +1,20 @@
-"""The one ``Definitions`` object of the project: assets, jobs and resources, assembled here."""
-
-from __future__ import annotations
+"""The one ``Definitions`` object of the project, assembled here from each module's lists."""
 
 import dagster as dg
 
-from leads_pipeline.assets import analytics, ingestion
+from leads_pipeline.assets import analytics, downstream, ingestion
+from leads_pipeline.checks import CHECKS
 from leads_pipeline.jobs import JOBS
 from leads_pipeline.resource_factory import build_resources
+from leads_pipeline.schedules import SCHEDULES
+from leads_pipeline.sensors import SENSORS
 from leads_pipeline.settings import load_settings
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingestion, analytics]),
+    assets=[*ingestion.ASSETS, *analytics.ASSETS, *downstream.ASSETS],
+    asset_checks=CHECKS,
     jobs=JOBS,
+    schedules=SCHEDULES,
+    sensors=SENSORS,
     resources=build_resources(load_settings()),
 )

@@ -59,3 +59,6 @@ def monthly_event_counts(lake: LakeResource, warehouse: WarehouseResource) -> dg
     without events included with zeros, with the same five counts as the weekly table.
     """
     return _materialize_counts(lake, warehouse, "month", MONTHLY_TABLE)
+
+
+ASSETS = [weekly_event_counts, monthly_event_counts]

@@ -220,3 +220,6 @@ def leads_and_quality_issues(
             "preview": markdown_preview(outcome.issues_table.drop_columns(["detected_at"])),
         },
     )
+
+
+ASSETS = [raw_notion_leads, leads_and_quality_issues]

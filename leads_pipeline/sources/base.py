@@ -56,3 +56,18 @@ class LeadsSource(dg.ConfigurableResource, ABC):
         Yields:
             Lists of page objects.
         """
+
+    @abstractmethod
+    def latest_edit(self, *, after: datetime | None, stats: ListingStats) -> datetime | None:
+        """The newest ``last_edited_time`` among live pages edited strictly after ``after``.
+
+        One cheap request (``page_size`` 1, filtered on ``last_edited_time``, sorted descending):
+        what a sensor asks to learn whether anything changed.
+
+        Args:
+            after: Only consider pages edited after this instant; all pages when None.
+            stats: Counters to update.
+
+        Returns:
+            The newest edit time, or None when no page qualifies.
+        """

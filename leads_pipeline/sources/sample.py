@@ -54,3 +54,11 @@ class SampleLeadsSource(LeadsSource):
             stats.pages += len(batch)
             if batch:
                 yield batch
+
+    def latest_edit(self, *, after: datetime | None, stats: ListingStats) -> datetime | None:
+        stats.requests += 1
+        pages = cached_pages(self.pages, self.seed)
+        newest = _instant(pages[-1]["last_edited_time"]) if pages else None
+        if newest is None or (after is not None and newest <= after):
+            return None
+        return newest

@@ -1,0 +1,3 @@
+"""Downstream analytics assets that consume the event counts."""
+
+ASSETS: list = []

@@ -1,0 +1,3 @@
+"""Schedules that keep the assets fresh."""
+
+SCHEDULES: list = []

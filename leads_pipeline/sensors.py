@@ -1,0 +1,3 @@
+"""Sensors: react to changes in Notion, and run declarative automation."""
+
+SENSORS: list = []

@@ -1,0 +1,1 @@
+"""Fixtures around the fake Notion server (filled in by the Notion source work)."""
