@@ -149,14 +149,21 @@ class _ColumnSql:
     reason: str
 
 
-def _column_sql(v: str, column: ResolvedColumn) -> _ColumnSql:
+def _column_sql(v: str, column: ResolvedColumn, verbatim: str) -> _ColumnSql:
     accepted = KINDS[column.kind][0]
     wrong_type = f"({v}.type IS NOT NULL AND {v}.type NOT IN ({', '.join(map(_lit, accepted))}))"
     type_reason = (
         f"CASE WHEN {wrong_type} THEN 'property has type ' || {v}.type || ', expected "
         f"{' or '.join(accepted)}' END"
     )
-    kind = column.kind
+    sql = _kind_sql(v, column.kind, type_reason)
+    # A value of the wrong type is reported verbatim (its JSON), whatever the kind expected.
+    return _ColumnSql(
+        sql.value, f"CASE WHEN {wrong_type} THEN {verbatim} ELSE {sql.raw} END", sql.reason
+    )
+
+
+def _kind_sql(v: str, kind: str, type_reason: str) -> _ColumnSql:
     if kind == "text":
         raw = _text(v)
         return _ColumnSql(f"nullif({raw}, '')", f"{v}.type", type_reason)
@@ -261,7 +268,11 @@ def parse_pages(
         selects, issue_selects = [], []
         for column in columns:
             v = f"p[{_lit(column.property_name)}]"
-            sql = _column_sql(v, column)
+            verbatim = (
+                "CAST(json_extract(properties_json, "
+                f"{_lit('$.' + json.dumps(column.property_name, ensure_ascii=False))}) AS VARCHAR)"
+            )
+            sql = _column_sql(v, column, verbatim)
             selects.append(f"{sql.value} AS {_quote_ident(column.column)}")
             selects.append(f"{sql.reason} AS {_quote_ident('__reason_' + column.column)}")
             selects.append(
@@ -291,7 +302,7 @@ def parse_pages(
             """
         )
         target = leads_schema(columns)
-        leads = con.execute(
+        leads = con.sql(
             f"""
             SELECT page_id AS id, {", ".join(_quote_ident(c.column) for c in columns)},
                    created_time, last_edited_time, url, extra_properties
@@ -300,10 +311,10 @@ def parse_pages(
         ).to_arrow_table()
         leads = leads.cast(target)
         if issue_selects:
-            issues = con.execute(
+            issues = con.sql(
                 f"SELECT *, $detected_at::TIMESTAMPTZ AS detected_at FROM ("
                 f'{" UNION ALL ".join(issue_selects)}) ORDER BY page_id, "column"',
-                {"detected_at": detected_at},
+                params={"detected_at": detected_at},
             ).to_arrow_table()
             issues = issues.cast(ISSUES_SCHEMA)
         else:
@@ -322,7 +333,7 @@ def _rekey_renamed(
     con.register("raw_check", raw)
     names = "[" + ", ".join(_lit(name) for name in names_by_id.values()) + "]"
     mask = (
-        con.execute(f"SELECT NOT list_has_all(json_keys(properties_json), {names}) FROM raw_check")
+        con.sql(f"SELECT NOT list_has_all(json_keys(properties_json), {names}) FROM raw_check")
         .to_arrow_table()
         .column(0)
     )

@@ -181,12 +181,21 @@ class ResolvedColumn:
         return KINDS[self.kind][1]
 
 
-def resolve(property_map: PropertyMap, schema: Mapping[str, Mapping]) -> tuple[ResolvedColumn, ...]:
+def resolve(
+    property_map: PropertyMap,
+    schema: Mapping[str, Mapping],
+    previous: Mapping[str, tuple[str, str]] | None = None,
+) -> tuple[ResolvedColumn, ...]:
     """Binds every mapped column to a property of the data source, by id.
+
+    A column keeps the property id it was bound to by an earlier sync (``previous``) as long as
+    its entry in the map is unchanged and the data source still has that id: a property renamed
+    in Notion therefore keeps feeding its column even when the map names it by its old name.
 
     Args:
         property_map: The map to resolve.
         schema: The data source's ``properties`` object: ``{name: {"id", "name", "type"}}``.
+        previous: Earlier bindings, column → (property as named in the map, property id).
 
     Returns:
         One resolved column per mapped column, in map order.
@@ -197,8 +206,13 @@ def resolve(property_map: PropertyMap, schema: Mapping[str, Mapping]) -> tuple[R
     by_id = {p["id"]: p for p in schema.values()}
     by_name = {name: p for name, p in schema.items()}
     resolved = []
+    previous = previous or {}
     for spec in property_map.columns:
-        prop = by_id.get(spec.property) or by_name.get(spec.property)
+        prop = None
+        bound = previous.get(spec.column)
+        if bound is not None and bound[0] == spec.property:
+            prop = by_id.get(bound[1])
+        prop = prop or by_id.get(spec.property) or by_name.get(spec.property)
         if prop is None:
             available = ", ".join(f"{n!r} ({p['type']})" for n, p in sorted(by_name.items()))
             raise PropertyMapError(
@@ -221,3 +235,11 @@ def resolve(property_map: PropertyMap, schema: Mapping[str, Mapping]) -> tuple[R
             )
         )
     return tuple(resolved)
+
+
+def bindings(
+    property_map: PropertyMap, columns: tuple[ResolvedColumn, ...]
+) -> dict[str, tuple[str, str]]:
+    """The bindings to remember for :func:`resolve`'s ``previous``: column → (map entry, id)."""
+    specs = {c.column: c.property for c in property_map.columns}
+    return {c.column: (specs[c.column], c.property_id) for c in columns}

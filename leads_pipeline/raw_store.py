@@ -157,25 +157,45 @@ def merge_raw(
 SCHEMA_TABLE = "_data_source_schema"
 
 
-def store_schema(lake: DeltaLake, schema: dict, metadata: dict[str, str]) -> WriteOutcome:
-    """Keeps the data source's property schema beside the raw pages (for rebuilds without Notion)."""
+def store_schema(
+    lake: DeltaLake,
+    schema: dict,
+    bound: dict[str, tuple[str, str]],
+    metadata: dict[str, str],
+) -> WriteOutcome:
+    """Keeps the data source's property schema and the map's bindings beside the raw pages.
+
+    Rebuilding ``leads`` needs both, and must not call Notion.
+
+    Args:
+        lake: The lake.
+        schema: ``{name: {"id", "name", "type"}}`` as read from the data source.
+        bound: Column → (property as named in the map, property id), from ``property_map.bindings``.
+        metadata: Commit metadata.
+    """
     names = sorted(schema)
+    by_id = {pid: (column, ref) for column, (ref, pid) in bound.items()}
+    ids = [schema[n]["id"] for n in names]
     table = pa.table(
         {
-            "property_id": pa.array([schema[n]["id"] for n in names], pa.string()),
+            "property_id": pa.array(ids, pa.string()),
             "name": pa.array(names, pa.string()),
             "type": pa.array([schema[n]["type"] for n in names], pa.string()),
+            "column": pa.array([by_id.get(i, (None, None))[0] for i in ids], pa.string()),
+            "mapped_as": pa.array([by_id.get(i, (None, None))[1] for i in ids], pa.string()),
         }
     )
     return lake.replace(SCHEMA_TABLE, table, metadata=metadata)
 
 
-def load_schema(lake: DeltaLake) -> dict[str, dict] | None:
-    """The property schema stored by the last sync, ``{name: {"id", "name", "type"}}``."""
+def load_schema(lake: DeltaLake) -> tuple[dict[str, dict], dict[str, tuple[str, str]]] | None:
+    """The schema and bindings stored by the last sync (see :func:`store_schema`), or None."""
     table = lake.read(SCHEMA_TABLE)
     if table is None:
         return None
-    return {
-        row["name"]: {"id": row["property_id"], "name": row["name"], "type": row["type"]}
-        for row in table.to_pylist()
-    }
+    schema, bound = {}, {}
+    for row in table.to_pylist():
+        schema[row["name"]] = {"id": row["property_id"], "name": row["name"], "type": row["type"]}
+        if row.get("column"):
+            bound[row["column"]] = (row["mapped_as"], row["property_id"])
+    return schema, bound

@@ -185,7 +185,7 @@ def _merge_issues(
         con.register("new_issues", new)
         con.register("affected", pa.table({"page_id": affected}))
         keep = "FALSE" if full else "page_id NOT IN (SELECT page_id FROM affected)"
-        result = con.execute(
+        result = con.sql(
             f"""
             SELECT * FROM current_issues WHERE {keep}
             UNION ALL

@@ -80,7 +80,7 @@ def compute_event_counts(leads: pa.dataset.Dataset | pa.Table, grain: str) -> pa
     con = duckdb.connect()
     try:
         con.register("leads", leads)
-        return con.execute(event_counts_sql("leads", grain)).to_arrow_table()
+        return con.sql(event_counts_sql("leads", grain)).to_arrow_table()
     finally:
         con.close()
 

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from leads_pipeline.metadata import markdown_preview
 from leads_pipeline.pools import LAKE_POOL
-from leads_pipeline.property_map import resolve
+from leads_pipeline.property_map import bindings, resolve
 from leads_pipeline.raw_store import (
     RAW_SCHEMA,
     RAW_TABLE,
@@ -81,8 +81,11 @@ def raw_notion_leads(
     """
     store = lake.lake()
     synced_at = datetime.now(UTC)
-    schema = source.data_source_schema()
-    resolve(property_map.load(), schema)  # a mapped property that is missing fails before listing
+    schema = dict(source.data_source_schema())
+    mapping = property_map.load()
+    stored = load_schema(store)
+    # A mapped property that is missing or of the wrong type fails here, before any listing.
+    columns = resolve(mapping, schema, stored[1] if stored else None)
     state = read_state(store)
     check_source(state, source.identity(), store.root)
     full = config.full_listing or state.watermark is None
@@ -103,7 +106,7 @@ def raw_notion_leads(
     else:
         deleted_ids = pa.array([], pa.string())
     commit_metadata = {"source": source.source_name, "source_identity": source.identity()}
-    store_schema(store, dict(schema), commit_metadata)
+    store_schema(store, schema, bindings(mapping, columns), commit_metadata)
     outcome = merge_raw(store, fetched, deleted_ids, synced_at, commit_metadata)
 
     table = store.load(RAW_TABLE)
@@ -167,14 +170,15 @@ def leads_and_quality_issues(
 ):
     """Parses raw pages into the typed leads table and the quality issues found on the way."""
     store = lake.lake()
-    schema = load_schema(store)
-    if schema is None:
+    stored = load_schema(store)
+    if stored is None:
         raise dg.Failure(
             "raw_notion_leads has no stored data source schema yet: materialize raw_notion_leads "
             "first (job sync_leads)."
         )
+    schema, bound = stored
     mapping = property_map.load()
-    columns = resolve(mapping, schema)
+    columns = resolve(mapping, schema, bound)
     source = store.commit_value(RAW_TABLE, "source") or "unknown"
     outcome = derive_leads(
         store,

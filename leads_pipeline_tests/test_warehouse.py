@@ -1,0 +1,132 @@
+"""Weekly and monthly counts: ISO weeks at year boundaries, calendar months, zero-filled gaps."""
+
+import datetime as dt
+import subprocess
+import sys
+import time
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from leads_pipeline.property_map import EVENT_COLUMNS
+from leads_pipeline.warehouse import (
+    WEEKLY_TABLE,
+    Warehouse,
+    WarehouseNotBuiltError,
+    compute_event_counts,
+)
+
+
+def leads_with(**columns: list) -> pa.Table:
+    length = max(len(v) for v in columns.values())
+    data = {c: pa.array(columns.get(c, [None] * length), pa.date32()) for c in EVENT_COLUMNS}
+    return pa.table(data)
+
+
+def as_rows(table: pa.Table) -> list[dict]:
+    return table.to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("day", "label", "monday"),
+    [
+        (dt.date(2024, 12, 30), "2025-W01", dt.date(2024, 12, 30)),
+        (dt.date(2021, 1, 3), "2020-W53", dt.date(2020, 12, 28)),
+        (dt.date(2026, 12, 31), "2026-W53", dt.date(2026, 12, 28)),
+        (dt.date(2027, 1, 1), "2026-W53", dt.date(2026, 12, 28)),
+        (dt.date(2025, 1, 5), "2025-W01", dt.date(2024, 12, 30)),
+    ],
+)
+def test_iso_week_labels_use_the_iso_year(day, label, monday):
+    rows = as_rows(compute_event_counts(leads_with(date_prise_contact=[day]), "week"))
+    assert rows == [
+        {
+            "semaine": label,
+            "week_start": monday,
+            "date_prise_contact": 1,
+            "date_reponse_prospect": 0,
+            "date_appel_propose": 0,
+            "date_appel_booke": 0,
+            "date_relance": 0,
+        }
+    ]
+    assert label == f"{day.isocalendar().year}-W{day.isocalendar().week:02d}"
+
+
+def test_weeks_between_events_are_zero_filled_and_ordered():
+    leads = leads_with(
+        date_prise_contact=[dt.date(2024, 12, 23), dt.date(2025, 1, 13), None],
+        date_relance=[None, dt.date(2025, 1, 14), dt.date(2025, 1, 15)],
+    )
+    rows = as_rows(compute_event_counts(leads, "week"))
+    assert [r["semaine"] for r in rows] == ["2024-W52", "2025-W01", "2025-W02", "2025-W03"]
+    assert [r["date_prise_contact"] for r in rows] == [1, 0, 0, 1]
+    assert [r["date_relance"] for r in rows] == [0, 0, 0, 2]
+    assert all(r["date_appel_booke"] == 0 for r in rows)
+
+
+def test_months_are_calendar_months_zero_filled():
+    leads = leads_with(
+        date_appel_booke=[dt.date(2024, 11, 30), dt.date(2025, 2, 1), dt.date(2025, 2, 28)]
+    )
+    rows = as_rows(compute_event_counts(leads, "month"))
+    assert [(r["mois"], r["month_start"], r["date_appel_booke"]) for r in rows] == [
+        ("2024-11", dt.date(2024, 11, 1), 1),
+        ("2024-12", dt.date(2024, 12, 1), 0),
+        ("2025-01", dt.date(2025, 1, 1), 0),
+        ("2025-02", dt.date(2025, 2, 1), 2),
+    ]
+
+
+def test_no_events_gives_no_rows():
+    assert compute_event_counts(leads_with(date_relance=[None, None]), "week").num_rows == 0
+
+
+def test_publish_replaces_tables_and_readers_keep_their_snapshot(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    first = compute_event_counts(leads_with(date_prise_contact=[dt.date(2025, 1, 1)]), "week")
+    warehouse.publish({WEEKLY_TABLE: first})
+    with warehouse.read() as reader:
+        second = compute_event_counts(
+            leads_with(date_prise_contact=[dt.date(2025, 1, 1), dt.date(2025, 1, 2)]), "week"
+        )
+        warehouse.publish({WEEKLY_TABLE: second})  # never blocked by the open reader
+        assert reader.sql(f"SELECT date_prise_contact FROM {WEEKLY_TABLE}").fetchall() == [(1,)]
+    with warehouse.read() as reader:
+        assert reader.sql(f"SELECT date_prise_contact FROM {WEEKLY_TABLE}").fetchall() == [(2,)]
+        types = dict(reader.sql(f"DESCRIBE {WEEKLY_TABLE}").fetchall()[i][:2] for i in range(7))
+    assert types["semaine"] == "VARCHAR" and types["week_start"] == "DATE"
+    assert all(types[c] == "BIGINT" for c in EVENT_COLUMNS)
+
+
+def test_reading_a_missing_warehouse_names_the_command(tmp_path):
+    missing = Warehouse(tmp_path / "missing.duckdb")
+    with pytest.raises(WarehouseNotBuiltError, match="dagster job execute"), missing.read():
+        pass
+
+
+def test_reader_blocked_by_a_read_write_holder_waits_then_says_so(tmp_path):
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+            "time.sleep(30)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        locked = pytest.raises(duckdb.IOException, match="locked by another process")
+        with locked, Warehouse(path).read(wait_seconds=0.5):
+            pass
+        assert time.monotonic() - started >= 0.5
+    finally:
+        holder.kill()
+        holder.wait()
