@@ -1,59 +1,171 @@
-"""The FastAPI-free serving layer: event counts in the old API's JSON shapes.
+"""The FastAPI-free serving layer: the pipeline's results as pydantic models.
 
 ``LeadsAnalytics`` is a Dagster resource and a plain object at once::
 
     from leads_pipeline.serving import LeadsAnalytics
+
     analytics = LeadsAnalytics.from_env()
     [week.model_dump(mode="json") for week in analytics.count_date_by_week()]
+
+The count methods return exactly what the old ``GET /api/v1/transformation/count_date_by_week``
+and ``count_date_by_month`` endpoints returned (same keys, same order). Reads go through
+:meth:`Warehouse.read` (a short read-only connection on the current snapshot) and Delta snapshots,
+so they never block the pipeline's writers. Results are cached per warehouse file: writers replace
+the file atomically, so a file whose identity (inode, size, mtime) is unchanged holds the same data.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 import dagster as dg
-from pydantic import BaseModel, Field
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+from pydantic import BaseModel, ConfigDict, Field
 
+from leads_pipeline.lake import DeltaLake
+from leads_pipeline.raw_store import RAW_TABLE
 from leads_pipeline.settings import DEFAULT_LAKE_URI, DEFAULT_WAREHOUSE_PATH
-from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, Warehouse, WarehouseNotBuiltError
+from leads_pipeline.transform import ISSUES_TABLE, LEADS_TABLE
+from leads_pipeline.warehouse import (
+    GRAINS,
+    MONTHLY_TABLE,
+    WEEKLY_TABLE,
+    Warehouse,
+    WarehouseNotBuiltError,
+)
+
+#: The command that builds every table this module reads.
+BUILD_COMMAND = "dagster job execute -m leads_pipeline.definitions -j sync_leads"
+
+#: Event columns in the order the old API returned them.
+API_EVENT_FIELDS: tuple[str, ...] = (
+    "date_prise_contact",
+    "date_reponse_prospect",
+    "date_appel_booke",
+    "date_appel_propose",
+    "date_relance",
+)
+
+_GRAIN_TABLES = {"week": WEEKLY_TABLE, "month": MONTHLY_TABLE}
+_CACHE_MAX_ENTRIES = 32
 
 
 class WeeklyEventCount(BaseModel):
     """One week of the old ``GET /api/v1/transformation/count_date_by_week``."""
 
+    model_config = ConfigDict(frozen=True)
+
     semaine: str = Field(description="ISO 8601 week with its ISO year, e.g. 2025-W01.")
-    date_prise_contact: int
-    date_reponse_prospect: int
-    date_appel_booke: int
-    date_appel_propose: int
-    date_relance: int
+    date_prise_contact: int = Field(description="First contacts dated in the week.")
+    date_reponse_prospect: int = Field(description="Prospects' replies dated in the week.")
+    date_appel_booke: int = Field(description="Calls booked dated in the week.")
+    date_appel_propose: int = Field(description="Calls proposed dated in the week.")
+    date_relance: int = Field(description="Follow-ups dated in the week.")
 
 
 class MonthlyEventCount(BaseModel):
     """One month of the old ``GET /api/v1/transformation/count_date_by_month``."""
 
+    model_config = ConfigDict(frozen=True)
+
     mois: str = Field(description="Calendar month, e.g. 2025-01.")
-    date_prise_contact: int
-    date_reponse_prospect: int
-    date_appel_booke: int
-    date_appel_propose: int
-    date_relance: int
+    date_prise_contact: int = Field(description="First contacts dated in the month.")
+    date_reponse_prospect: int = Field(description="Prospects' replies dated in the month.")
+    date_appel_booke: int = Field(description="Calls booked dated in the month.")
+    date_appel_propose: int = Field(description="Calls proposed dated in the month.")
+    date_relance: int = Field(description="Follow-ups dated in the month.")
+
+
+class IngestionStatus(BaseModel):
+    """Where the pipeline stands: what was synced, from where, and what it produced."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str | None = Field(description="`notion` or `sample`: who produced the raw pages.")
+    source_identity: str | None = Field(description="Which Notion data source (or sample set).")
+    last_sync_at: datetime | None = Field(
+        description="When the last sync that changed something ran (newest `synced_at` in raw)."
+    )
+    watermark: datetime | None = Field(
+        description="Newest Notion `last_edited_time` synced: the next sync resumes from here."
+    )
+    raw_rows: int = Field(description="Rows of raw_notion_leads, deleted pages included.")
+    raw_delta_version: int = Field(description="Delta version of raw_notion_leads.")
+    leads_rows: int | None = Field(description="Live leads; None if leads is not built yet.")
+    leads_delta_version: int | None = Field(description="Delta version of leads.")
+    open_quality_issues: int | None = Field(
+        description="Values that could not be parsed (rows of lead_quality_issues)."
+    )
+    counts_published_at: datetime | None = Field(
+        description="When the warehouse's count tables were last published; None if never."
+    )
 
 
 class PipelineNotRunError(WarehouseNotBuiltError):
-    """The counts asked for have not been materialized yet."""
+    """The results asked for have not been materialized yet; the message names the command."""
+
+
+Model = TypeVar("Model", WeeklyEventCount, MonthlyEventCount)
+
+_cache: dict[tuple[str, str], tuple[tuple, tuple]] = {}
+_cache_lock = threading.Lock()
+
+
+def _file_identity(path: str) -> tuple | None:
+    """What changes whenever the file's content may have: inode, size, mtime (and the WAL's)."""
+    identity = []
+    for name in (path, f"{path}.wal"):
+        try:
+            stat = os.stat(name)
+        except FileNotFoundError:
+            identity.append(None)
+            continue
+        identity.append((stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return None if identity[0] is None else tuple(identity)
+
+
+def period_start(day: date, grain: str) -> date:
+    """The first day of the ISO week (Monday) or calendar month holding ``day``."""
+    if grain == "week":
+        return day - timedelta(days=day.weekday())
+    if grain == "month":
+        return day.replace(day=1)
+    raise ValueError(f"grain must be 'week' or 'month', not {grain!r}")
+
+
+def _as_date(value: date | str | None, name: str) -> date | None:
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, datetime):
+        return value.date()
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}={value!r} is not a date (expected YYYY-MM-DD).") from error
 
 
 class LeadsAnalytics(dg.ConfigurableResource):
     """Read-only access to the pipeline's results, inside Dagster or in any Python code.
 
+    As a resource, declare ``analytics: LeadsAnalytics`` in an asset; as a plain object, build it
+    with :meth:`from_env` or with explicit paths. It holds no secret and no ``EnvVar``.
+
     Attributes:
         warehouse_path: The DuckDB file written by the count assets.
         lake_uri: The Delta lake root.
+        cache: Reuse results while the warehouse file is unchanged (safe: writers replace it).
     """
 
-    warehouse_path: str = DEFAULT_WAREHOUSE_PATH
-    lake_uri: str = DEFAULT_LAKE_URI
+    warehouse_path: str = Field(default=DEFAULT_WAREHOUSE_PATH, description="DuckDB file.")
+    lake_uri: str = Field(default=DEFAULT_LAKE_URI, description="Delta lake root.")
+    cache: bool = Field(default=True, description="Reuse results while the file is unchanged.")
 
     @classmethod
     def from_env(cls) -> LeadsAnalytics:
@@ -63,26 +175,177 @@ class LeadsAnalytics(dg.ConfigurableResource):
             lake_uri=os.environ.get("LEADS_LAKE_URI") or DEFAULT_LAKE_URI,
         )
 
-    def _rows(self, table: str) -> list[dict]:
+    def _not_run(self, what: str) -> PipelineNotRunError:
+        return PipelineNotRunError(
+            f"{what} does not exist yet: the pipeline has not run. Build it with: {BUILD_COMMAND}"
+        )
+
+    def _read_table(self, table: str, build: Callable[[dict], Any], order_by: str) -> tuple:
+        """All rows of ``table`` as ``build(row)``, from the cache when the file is unchanged."""
+        path = os.path.abspath(self.warehouse_path)
+        key = (path, table)
+        before = _file_identity(path)
+        if before is None:
+            raise self._not_run(f"The warehouse {self.warehouse_path}")
+        if self.cache:
+            cached = _cache.get(key)
+            if cached is not None and cached[0] == before:
+                return cached[1]
+        try:
+            with Warehouse(path).read() as con:
+                result = con.execute(f"SELECT * FROM {table} ORDER BY {order_by}")
+                names = [column[0] for column in result.description]
+                rows = result.fetchall()
+        except WarehouseNotBuiltError as error:
+            raise self._not_run(f"The warehouse {self.warehouse_path}") from error
+        except duckdb.CatalogException as error:
+            raise self._not_run(f"The table {table} in {self.warehouse_path}") from error
+        built = tuple(build(dict(zip(names, row, strict=True))) for row in rows)
+        # A writer may have replaced the file meanwhile: only cache what is known to match.
+        if self.cache and _file_identity(path) == before:
+            with _cache_lock:
+                if len(_cache) >= _CACHE_MAX_ENTRIES:
+                    _cache.clear()
+                _cache[key] = (before, built)
+        return built
+
+    def _counts(
+        self, grain: str, model: type[Model], start: date | str | None, end: date | str | None
+    ) -> list[Model]:
+        start, end = _as_date(start, "start"), _as_date(end, "end")
+        if start is not None and end is not None and start > end:
+            raise ValueError(f"start ({start}) is after end ({end}).")
+        label, start_column = GRAINS[grain][0], GRAINS[grain][1]
+        rows = self._read_table(
+            _GRAIN_TABLES[grain],
+            lambda row: (
+                row[start_column],
+                model(**{label: row[label], **{c: row[c] for c in API_EVENT_FIELDS}}),
+            ),
+            start_column,
+        )
+        first = period_start(start, grain) if start is not None else None
+        return [
+            item
+            for begins, item in rows
+            if (first is None or begins >= first) and (end is None or begins <= end)
+        ]
+
+    def count_date_by_week(
+        self, start: date | str | None = None, end: date | str | None = None
+    ) -> list[WeeklyEventCount]:
+        """Event counts per ISO week, oldest first, in the old API's shape.
+
+        Args:
+            start: Keep weeks from the one containing this date (inclusive).
+            end: Keep weeks up to the one containing this date (inclusive).
+
+        Returns:
+            One model per week; ``model_dump(mode="json")`` is the old API's JSON object.
+
+        Raises:
+            PipelineNotRunError: If the counts have not been built yet.
+            ValueError: If ``start`` is after ``end`` or a string is not an ISO date.
+
+        Example:
+            >>> analytics.count_date_by_week(start=date(2025, 1, 1), end=date(2025, 1, 31))[0].semaine
+            '2025-W01'
+        """
+        return self._counts("week", WeeklyEventCount, start, end)
+
+    def count_date_by_month(
+        self, start: date | str | None = None, end: date | str | None = None
+    ) -> list[MonthlyEventCount]:
+        """Event counts per calendar month, oldest first, in the old API's shape.
+
+        Args:
+            start: Keep months from the one containing this date (inclusive).
+            end: Keep months up to the one containing this date (inclusive).
+
+        Returns:
+            One model per month; ``model_dump(mode="json")`` is the old API's JSON object.
+
+        Raises:
+            PipelineNotRunError: If the counts have not been built yet.
+            ValueError: If ``start`` is after ``end`` or a string is not an ISO date.
+        """
+        return self._counts("month", MonthlyEventCount, start, end)
+
+    def table(self, name: str) -> pa.Table:
+        """Any table of the warehouse (e.g. ``analytics.monthly_funnel_conversion``) as Arrow.
+
+        Raises:
+            PipelineNotRunError: If the warehouse or the table does not exist yet.
+        """
         try:
             with Warehouse(self.warehouse_path).read() as con:
-                result = con.execute(f"SELECT * FROM {table} ORDER BY 2")
-                names = [d[0] for d in result.description]
-                return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+                return con.execute(f"SELECT * FROM {name}").to_arrow_table()
         except WarehouseNotBuiltError as error:
-            raise PipelineNotRunError(str(error)) from error
-        except Exception as error:
-            if "does not exist" in str(error):
-                raise PipelineNotRunError(
-                    f"{table} is not in {self.warehouse_path} yet. Build it with: "
-                    "dagster job execute -m leads_pipeline.definitions -j sync_leads"
-                ) from error
-            raise
+            raise self._not_run(f"The warehouse {self.warehouse_path}") from error
+        except duckdb.CatalogException as error:
+            raise self._not_run(f"The table {name} in {self.warehouse_path}") from error
 
-    def count_date_by_week(self) -> list[WeeklyEventCount]:
-        """Event counts per ISO week, oldest first, in the old API's shape."""
-        return [WeeklyEventCount(**row) for row in self._rows(WEEKLY_TABLE)]
+    def ingestion_status(self) -> IngestionStatus:
+        """Where ingestion stands, read from Delta logs and file statistics (no data scan).
 
-    def count_date_by_month(self) -> list[MonthlyEventCount]:
-        """Event counts per calendar month, oldest first, in the old API's shape."""
-        return [MonthlyEventCount(**row) for row in self._rows(MONTHLY_TABLE)]
+        Raises:
+            PipelineNotRunError: If nothing has been synced into the lake yet.
+        """
+        lake = DeltaLake(self.lake_uri)
+        raw = lake.load(RAW_TABLE)
+        if raw is None:
+            raise self._not_run(f"The table {RAW_TABLE} in {self.lake_uri}")
+        leads = lake.load(LEADS_TABLE)
+        issues = lake.load(ISSUES_TABLE)
+        raw_files = _file_stats(raw)
+        last_sync = _column_max(raw, raw_files, "synced_at")
+        if last_sync is None:
+            last_sync = datetime.fromtimestamp(raw.history(1)[0]["timestamp"] / 1000, UTC)
+        identity = _file_identity(os.path.abspath(self.warehouse_path))
+        return IngestionStatus(
+            source=lake.commit_value(RAW_TABLE, "source"),
+            source_identity=lake.commit_value(RAW_TABLE, "source_identity"),
+            last_sync_at=last_sync,
+            watermark=_column_max(raw, raw_files, "last_edited_time"),
+            raw_rows=_row_count(raw, raw_files),
+            raw_delta_version=raw.version(),
+            leads_rows=None if leads is None else _row_count(leads, _file_stats(leads)),
+            leads_delta_version=None if leads is None else leads.version(),
+            open_quality_issues=None if issues is None else _row_count(issues, _file_stats(issues)),
+            counts_published_at=None
+            if identity is None
+            else datetime.fromtimestamp(identity[0][3] / 1e9, UTC),
+        )
+
+
+def _file_stats(table: DeltaTable) -> pa.Table:
+    """The Delta log's per-file statistics (row counts, min/max), read without opening data."""
+    return pa.table(table.get_add_actions(flatten=True))
+
+
+def _row_count(table: DeltaTable, files: pa.Table) -> int:
+    if files.num_rows == 0:
+        return 0
+    if "num_records" in files.column_names and files["num_records"].null_count == 0:
+        return pc.sum(files["num_records"]).as_py()
+    return table.to_pyarrow_dataset().count_rows()
+
+
+def _column_max(table: DeltaTable, files: pa.Table, column: str) -> Any:
+    """The maximum of ``column``, from file statistics when every file has them, else scanned."""
+    if files.num_rows == 0:
+        return None
+    stats = f"max.{column}"
+    nulls = f"null_count.{column}"
+    if stats in files.column_names:
+        # A file whose column is all null has no max: complete when null_count == num_records.
+        present = files[stats]
+        all_null = (
+            pc.equal(files[nulls], files["num_records"]) if nulls in files.column_names else None
+        )
+        missing = pc.is_null(present)
+        if all_null is not None:
+            missing = pc.and_(missing, pc.invert(pc.fill_null(all_null, False)))
+        if not pc.any(missing).as_py():
+            return pc.max(present).as_py()
+    return pc.max(table.to_pyarrow_dataset().to_table(columns=[column])[column]).as_py()
