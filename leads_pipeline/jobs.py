@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from leads_pipeline.maintenance import maintain_lake
 from leads_pipeline.raw_store import RAW_TABLE
 
 _EVERYTHING_FROM_RAW = dg.AssetSelection.assets(RAW_TABLE).downstream()
@@ -21,4 +22,4 @@ refresh_leads = dg.define_asset_job(
     config={"ops": {RAW_TABLE: {"config": {"full_listing": True}}}},
 )
 
-JOBS = [sync_leads, refresh_leads]
+JOBS = [sync_leads, refresh_leads, maintain_lake]

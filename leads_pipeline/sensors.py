@@ -1,3 +1,117 @@
-"""Sensors: react to changes in Notion, and run declarative automation."""
+"""Sensors: react to changes in Notion, and run declarative automation.
 
-SENSORS: list = []
+``notion_changes_sensor`` asks the source one cheap question per tick (the newest edit after the
+lake's watermark, one page of one result) and requests a ``sync_leads`` run only when the answer
+is newer than what the lake holds. Its cursor is the watermark read from the lake on each tick,
+i.e. what successful runs actually ingested; requesting a run never moves it, so a run that fails
+leaves the change to be noticed again (the ``run_key`` keeps one run per edit time).
+"""
+
+import os
+from datetime import datetime
+
+import dagster as dg
+import pyarrow.compute as pc
+
+from leads_pipeline.automation import leads_automation_sensor
+from leads_pipeline.jobs import sync_leads
+from leads_pipeline.raw_store import RAW_TABLE
+from leads_pipeline.resources import LakeResource
+from leads_pipeline.settings import SOURCE_NOTION, ConfigurationError, load_settings
+from leads_pipeline.sources.base import LeadsSource, ListingStats
+
+INTERVAL_VARIABLE = "LEADS_SENSOR_INTERVAL_SECONDS"
+DEFAULT_INTERVAL_SECONDS = 60
+
+
+def transient_source_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes meaning "the source is unreachable right now, ask again later"."""
+    import httpx
+
+    errors: list[type[BaseException]] = [httpx.TransportError, TimeoutError, ConnectionError]
+    try:
+        from leads_pipeline.sources import notion
+    except ImportError:  # the Notion source is optional at import time
+        return tuple(errors)
+    errors.extend(
+        candidate
+        for name in ("NotionTransientError", "TransientSourceError", "NotionUnavailableError")
+        if isinstance(candidate := getattr(notion, name, None), type)
+    )
+    return tuple(errors)
+
+
+def lake_watermark(lake: LakeResource) -> datetime | None:
+    """The newest ``last_edited_time`` in ``raw_notion_leads``: what syncs have ingested so far."""
+    table = lake.lake().read(RAW_TABLE, columns=["last_edited_time"])
+    if table is None or table.num_rows == 0:
+        return None
+    return pc.max(table["last_edited_time"]).as_py()
+
+
+def sensor_interval(env=None) -> int:
+    """Seconds between two ticks, from ``LEADS_SENSOR_INTERVAL_SECONDS`` (default 60).
+
+    Raises:
+        ConfigurationError: If the variable is not a positive integer.
+    """
+    env = os.environ if env is None else env
+    value = (env.get(INTERVAL_VARIABLE) or "").strip()
+    if not value:
+        return DEFAULT_INTERVAL_SECONDS
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigurationError(
+            f"{INTERVAL_VARIABLE}={value!r} is not a positive number of seconds."
+        )
+    return int(value)
+
+
+def build_notion_changes_sensor(env=None) -> dg.SensorDefinition:
+    """The sensor, RUNNING by default only when the source is Notion (the sample never changes).
+
+    Args:
+        env: Environment to read; ``os.environ`` when omitted.
+    """
+    env = os.environ if env is None else env
+    from_notion = load_settings(env).source == SOURCE_NOTION
+
+    @dg.sensor(
+        name="notion_changes_sensor",
+        job=sync_leads,
+        minimum_interval_seconds=sensor_interval(env),
+        default_status=(
+            dg.DefaultSensorStatus.RUNNING if from_notion else dg.DefaultSensorStatus.STOPPED
+        ),
+        description="Asks Notion for the newest edit after the lake's watermark (one request of "
+        "one page) and runs sync_leads only when there is one.",
+    )
+    def notion_changes_sensor(
+        context: dg.SensorEvaluationContext, source: LeadsSource, lake: LakeResource
+    ):
+        watermark = lake_watermark(lake)
+        cursor = watermark.isoformat() if watermark else None
+        if cursor != context.cursor:
+            context.update_cursor(cursor)
+        stats = ListingStats()
+        try:
+            newest = source.latest_edit(after=watermark, stats=stats)
+        except transient_source_errors() as error:
+            return dg.SkipReason(
+                f"{source.source_name} could not be reached ({type(error).__name__}: {error}); "
+                "asking again on the next tick."
+            )
+        since = f"after {cursor}" if cursor else "(the lake is empty)"
+        if newest is None or (watermark is not None and newest <= watermark):
+            return dg.SkipReason(f"No page edited in {source.source_name} {since}.")
+        context.log.info(f"Newest edit in {source.source_name}: {newest.isoformat()} {since}.")
+        return dg.RunRequest(
+            run_key=f"{source.identity()}@{newest.isoformat()}",
+            tags={"leads_pipeline/trigger": "notion_changes_sensor"},
+        )
+
+    return notion_changes_sensor
+
+
+notion_changes_sensor = build_notion_changes_sensor()
+
+SENSORS = [notion_changes_sensor, leads_automation_sensor]

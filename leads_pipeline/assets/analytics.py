@@ -3,6 +3,8 @@
 import dagster as dg
 import pyarrow.compute as pc
 
+from leads_pipeline.automation import follow_upstream
+from leads_pipeline.charts import chart_metadata
 from leads_pipeline.metadata import markdown_preview
 from leads_pipeline.pools import WAREHOUSE_POOL
 from leads_pipeline.property_map import EVENT_COLUMNS
@@ -14,7 +16,9 @@ from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, compute_event_
 GROUP = "analytics"
 
 
-def _materialize_counts(lake: LakeResource, warehouse: WarehouseResource, grain: str, table: str):
+def _materialize_counts(
+    lake: LakeResource, warehouse: WarehouseResource, grain: str, table: str, title: str
+):
     store = lake.lake()
     leads = store.load(LEADS_TABLE)
     if leads is None:
@@ -36,11 +40,18 @@ def _materialize_counts(lake: LakeResource, warehouse: WarehouseResource, grain:
             "last_period": counts[label][-1].as_py() if counts.num_rows else "",
             **totals,
             "preview": markdown_preview(counts, limit=12, tail=True),
+            "chart": chart_metadata(counts, title),
         }
     )
 
 
-@dg.asset(deps=[LEADS_TABLE], group_name=GROUP, kinds={"duckdb"}, pool=WAREHOUSE_POOL)
+@dg.asset(
+    deps=[LEADS_TABLE],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    automation_condition=follow_upstream(),
+)
 def weekly_event_counts(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """How many leads reached each funnel step, week by week.
 
@@ -48,17 +59,27 @@ def weekly_event_counts(lake: LakeResource, warehouse: WarehouseResource) -> dg.
     last event, weeks without events included with zeros: first contacts, prospects' replies,
     calls proposed, calls booked and follow-ups dated in that week.
     """
-    return _materialize_counts(lake, warehouse, "week", WEEKLY_TABLE)
+    return _materialize_counts(
+        lake, warehouse, "week", WEEKLY_TABLE, "Leads per week, last 12 months"
+    )
 
 
-@dg.asset(deps=[LEADS_TABLE], group_name=GROUP, kinds={"duckdb"}, pool=WAREHOUSE_POOL)
+@dg.asset(
+    deps=[LEADS_TABLE],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    automation_condition=follow_upstream(),
+)
 def monthly_event_counts(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """How many leads reached each funnel step, month by month.
 
     One row per calendar month (labelled like ``2025-01``) from the first to the last event, months
     without events included with zeros, with the same five counts as the weekly table.
     """
-    return _materialize_counts(lake, warehouse, "month", MONTHLY_TABLE)
+    return _materialize_counts(
+        lake, warehouse, "month", MONTHLY_TABLE, "Leads per month, last 12 months"
+    )
 
 
 ASSETS = [weekly_event_counts, monthly_event_counts]
