@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from leads_pipeline.checks import leads_freshness_policy
 from leads_pipeline.metadata import markdown_preview
 from leads_pipeline.pools import LAKE_POOL
 from leads_pipeline.property_map import bindings, resolve
@@ -141,6 +142,7 @@ def raw_notion_leads(
             deps=[RAW_TABLE],
             group_name=GROUP,
             kinds={"deltalake"},
+            freshness_policy=leads_freshness_policy(),
             description=(
                 "The sales team's leads, one row per live lead: name, email, phone, status and "
                 "the five event dates of the funnel (first contact, prospect's reply, call "
