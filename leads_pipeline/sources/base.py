@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +19,10 @@ class ListingStats:
     requests: int = 0
     retries: int = 0
     rate_limit_wait_seconds: float = 0.0
+    #: Time spent pacing requests to the configured average rate (not counted as rate-limit wait).
+    pacing_wait_seconds: float = 0.0
+    #: Truncated ``people``/``relation`` values completed through the page property endpoint.
+    values_completed: int = 0
 
 
 class LeadsSource(dg.ConfigurableResource, ABC):
@@ -56,6 +60,24 @@ class LeadsSource(dg.ConfigurableResource, ABC):
         Yields:
             Lists of page objects.
         """
+
+    def complete_truncated(
+        self, pages: list[dict], property_ids: Collection[str], *, stats: ListingStats
+    ) -> list[dict]:
+        """Completes ``people``/``relation`` values that the listing truncated (``has_more``).
+
+        Only the properties in ``property_ids`` (those a mapped column reads) are completed; the
+        others are kept as listed. Sources that never truncate return ``pages`` unchanged.
+
+        Args:
+            pages: A batch yielded by :meth:`list_pages`.
+            property_ids: Ids of the properties whose values must be complete.
+            stats: Counters to update.
+
+        Returns:
+            The pages, with those values complete.
+        """
+        return pages
 
     @abstractmethod
     def latest_edit(self, *, after: datetime | None, stats: ListingStats) -> datetime | None:

@@ -1,0 +1,429 @@
+"""The Notion source: a data source of the Leads database, read with the official notion-client.
+
+Discovery turns ``NOTION_DATABASE_ID`` (an id or a URL) into one data source. Listings are sorted
+by ``last_edited_time`` ascending and split into windows that each stay under Notion's 10,000 rows
+per query: when a query comes back ``incomplete`` (or its cursor turns invalid), the next window
+starts ``on_or_after`` the last edit time seen, skipping the pages of that minute already listed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Collection, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from notion_client import Client
+from pydantic import Field, PrivateAttr
+
+from leads_pipeline.settings import DEFAULT_NOTION_API_BASE_URL
+from leads_pipeline.sources.base import LeadsSource, ListingStats
+from leads_pipeline.sources.notion_http import (
+    CallPolicy,
+    InvalidCursorError,
+    NotionCaller,
+    NotionSyncError,
+)
+
+NOTION_VERSION = "2025-09-03"
+TRUNCATABLE_TYPES = ("people", "relation")
+_ASCENDING = [{"timestamp": "last_edited_time", "direction": "ascending"}]
+_DESCENDING = [{"timestamp": "last_edited_time", "direction": "descending"}]
+_HEX_ID = re.compile(r"([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})")
+_CAPPED = "the query reached Notion's 10,000-row limit"
+_CURSOR_REJECTED = "Notion rejected the pagination cursor"
+#: Restarts of a window that bring no new page before the listing gives up.
+_MAX_STALLED_RESTARTS = 5
+
+
+class NotionDiscoveryError(NotionSyncError):
+    """The database id, URL or data source choice does not designate exactly one data source."""
+
+
+def normalize_id(text: str) -> str:
+    """A Notion id in its dashed form (``8-4-4-4-12``) from a bare id, a dashed id or a URL.
+
+    Args:
+        text: ``1f3e2a4b5c6d...``, ``1f3e2a4b-5c6d-...`` or ``https://www.notion.so/ws/Leads-1f3e...?v=...``.
+
+    Returns:
+        The dashed, lower-case id.
+
+    Raises:
+        NotionDiscoveryError: If no id can be found in ``text``.
+    """
+    path = text.strip().split("?", 1)[0].split("#", 1)[0]
+    found = _HEX_ID.findall(path)
+    if not found:
+        raise NotionDiscoveryError(
+            f"NOTION_DATABASE_ID={text!r} holds no Notion id: give the database id (32 hex "
+            "digits) or the database's URL."
+        )
+    bare = found[-1].replace("-", "").lower()
+    return f"{bare[:8]}-{bare[8:12]}-{bare[12:16]}-{bare[16:20]}-{bare[20:]}"
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _iso(instant: datetime) -> str:
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _edited_filter(operator: str, value: str) -> dict:
+    return {"timestamp": "last_edited_time", "last_edited_time": {operator: value}}
+
+
+@dataclass
+class _Progress:
+    """Reports a long listing in the run log, at most every ``interval`` seconds."""
+
+    log: logging.Logger | None
+    stats: ListingStats
+    interval: float
+    clock: object = time.monotonic
+    started: float = 0.0
+    last: float = 0.0
+    first_edit: datetime | None = None
+    newest_edit: datetime | None = None
+    probed: bool = False
+
+    def __post_init__(self):
+        self.started = self.last = self.clock()
+
+    def due(self) -> bool:
+        return self.log is not None and self.clock() - self.last >= self.interval
+
+    def report(self, current_edit: datetime | None) -> None:
+        now = self.clock()
+        self.last = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.stats.pages / elapsed
+        text = (
+            f"Notion listing: {self.stats.pages} pages in {elapsed:.0f} s ({rate:.0f} pages/s), "
+            f"{self.stats.requests} requests, {self.stats.retries} retries, "
+            f"{self.stats.rate_limit_wait_seconds:.0f} s waiting on rate limits (429) and "
+            f"{self.stats.pacing_wait_seconds:.0f} s pacing to the request rate"
+        )
+        estimate = self._estimate(current_edit, rate)
+        self.log.info(text + (f"; {estimate}." if estimate else "."))
+
+    def _estimate(self, current: datetime | None, rate: float) -> str:
+        first, newest = self.first_edit, self.newest_edit
+        if None in (first, newest, current) or newest <= first or rate <= 0:
+            return ""
+        done = (current - first) / (newest - first)
+        if done <= 0:
+            return ""
+        done = min(done, 1.0)
+        left = round(self.stats.pages * (1 - done) / done)
+        return (
+            f"listed up to edits of {_iso(current)} out of {_iso(newest)} "
+            f"({done:.0%} of the edit-time range): roughly {left} pages and "
+            f"{left / rate:.0f} s left"
+        )
+
+
+@dataclass
+class _Window:
+    """Where the next query window starts and which pages of that minute were already listed."""
+
+    start: str | None
+    boundary: str | None = None
+    boundary_ids: set[str] = field(default_factory=set)
+
+    def accept(self, page: dict) -> bool:
+        edited = page["last_edited_time"]
+        if edited == self.boundary:
+            if page["id"] in self.boundary_ids:
+                return False
+            self.boundary_ids.add(page["id"])
+        elif self.boundary is None or edited > self.boundary:
+            self.boundary = edited
+            self.boundary_ids = {page["id"]}
+        return True
+
+
+class NotionLeadsSource(LeadsSource):
+    """Lead pages of one data source of a Notion database, read through the official API.
+
+    Requests are paced to ``requests_per_second``; 429 answers wait their ``Retry-After``;
+    server errors, timeouts and connection errors back off exponentially; a request still failing
+    after ``max_retry_seconds`` fails the run with an error naming it. The token is only ever
+    sent in the ``Authorization`` header.
+    """
+
+    token: str = Field(
+        description="Integration secret. Pass dg.EnvVar('NOTION_TOKEN'): never a literal value."
+    )
+    database_id: str | None = Field(default=None, description="Database id or URL.")
+    data_source_id: str | None = Field(
+        default=None, description="Data source to read when the database has several."
+    )
+    api_base_url: str = Field(default=DEFAULT_NOTION_API_BASE_URL, description="API root.")
+    page_size: int = Field(default=100, ge=1, le=100, description="Pages per query request.")
+    requests_per_second: float = Field(
+        default=3.0, description="Average request rate (Notion allows 3); 0 turns pacing off."
+    )
+    max_retry_seconds: float = Field(
+        default=1800.0,
+        description="Give up on a request still failing (429, 5xx, timeouts) after this long.",
+    )
+    max_backoff_seconds: float = Field(
+        default=60.0, description="Cap of the exponential backoff between retries."
+    )
+    timeout_seconds: float = Field(default=60.0, description="Timeout of one HTTP request.")
+    progress_interval_seconds: float = Field(
+        default=10.0, description="Minimum seconds between two progress lines in the run log."
+    )
+
+    _notion_client: Client | None = PrivateAttr(default=None)
+    _notion_caller: NotionCaller | None = PrivateAttr(default=None)
+    _notion_data_source_id: str | None = PrivateAttr(default=None)
+    _notion_schema: dict | None = PrivateAttr(default=None)
+
+    @property
+    def source_name(self) -> str:
+        return "notion"
+
+    def identity(self) -> str:
+        return f"notion:{self._data_source()}"
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def caller(self) -> NotionCaller:
+        """The paced, retrying caller shared by every request of this resource instance."""
+        if self._notion_caller is None:
+            self._notion_caller = NotionCaller(
+                CallPolicy(
+                    requests_per_second=self.requests_per_second,
+                    max_retry_seconds=self.max_retry_seconds,
+                    max_backoff_seconds=self.max_backoff_seconds,
+                ),
+                secret=self.token,
+                log=logging.getLogger(__name__),
+            )
+        return self._notion_caller
+
+    def client(self) -> Client:
+        """The notion-client ``Client`` (its own retries off, its logger silenced)."""
+        if self._notion_client is None:
+            sdk_logger = logging.getLogger("leads_pipeline.sources.notion_sdk")
+            sdk_logger.propagate = False  # it may log bodies at DEBUG; our caller reports instead
+            sdk_logger.addHandler(logging.NullHandler())
+            self._notion_client = Client(
+                auth=self.token,
+                base_url=self.api_base_url.rstrip("/"),
+                notion_version=NOTION_VERSION,
+                timeout_ms=int(self.timeout_seconds * 1000),
+                retry=False,
+                logger=sdk_logger,
+                log_level=logging.CRITICAL,
+            )
+        return self._notion_client
+
+    def _get(self, path: str, send, stats: ListingStats, subject: str) -> dict:
+        return self.caller().call("GET", path, send, stats, subject=subject)
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def _data_source(self, stats: ListingStats | None = None) -> str:
+        if self._notion_data_source_id is None:
+            self._notion_data_source_id = self._discover(stats or ListingStats())
+        return self._notion_data_source_id
+
+    def _discover(self, stats: ListingStats) -> str:
+        if not self.database_id:
+            raise NotionDiscoveryError(
+                "NOTION_DATABASE_ID is not set: give the database id or URL."
+            )
+        database_id = normalize_id(self.database_id)
+        client = self.client()
+        database = self._get(
+            f"/v1/databases/{database_id}",
+            lambda: client.databases.retrieve(database_id=database_id),
+            stats,
+            f"database {database_id} (NOTION_DATABASE_ID)",
+        )
+        sources = database.get("data_sources") or []
+        listing = "; ".join(f"{s.get('name') or '(untitled)'!r} (id {s['id']})" for s in sources)
+        if self.data_source_id:
+            wanted = normalize_id(self.data_source_id)
+            for candidate in sources:
+                if normalize_id(candidate["id"]) == wanted:
+                    return candidate["id"]
+            raise NotionDiscoveryError(
+                f"NOTION_DATA_SOURCE_ID={self.data_source_id} is not a data source of database "
+                f"{database_id}. Its data sources are: {listing or 'none'}."
+            )
+        if len(sources) == 1:
+            return sources[0]["id"]
+        if not sources:
+            raise NotionDiscoveryError(
+                f"Database {database_id} has no data source the integration can read."
+            )
+        raise NotionDiscoveryError(
+            f"Database {database_id} has {len(sources)} data sources: {listing}. Set "
+            "NOTION_DATA_SOURCE_ID to the id of the one holding the leads."
+        )
+
+    def data_source_schema(self) -> Mapping[str, Mapping]:
+        if self._notion_schema is None:
+            stats = ListingStats()
+            data_source_id = self._data_source(stats)
+            client = self.client()
+            body = self._get(
+                f"/v1/data_sources/{data_source_id}",
+                lambda: client.data_sources.retrieve(data_source_id=data_source_id),
+                stats,
+                f"data source {data_source_id}",
+            )
+            self._notion_schema = dict(body.get("properties") or {})
+        return self._notion_schema
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def _query(self, data_source_id: str, body: dict, stats: ListingStats) -> dict:
+        client = self.client()
+        return self.caller().call(
+            "POST",
+            f"/v1/data_sources/{data_source_id}/query",
+            lambda: client.data_sources.query(data_source_id=data_source_id, **body),
+            stats,
+            subject=f"data source {data_source_id}",
+        )
+
+    def list_pages(
+        self,
+        *,
+        edited_on_or_after: datetime | None,
+        stats: ListingStats,
+        log: logging.Logger | None = None,
+    ) -> Iterator[list[dict]]:
+        data_source_id = self._data_source(stats)
+        window = _Window(start=_iso(edited_on_or_after) if edited_on_or_after else None)
+        progress = _Progress(log, stats, self.progress_interval_seconds)
+        stalled = 0
+        while True:
+            pages_before = stats.pages
+            capped = yield from self._list_window(data_source_id, window, stats, progress)
+            if capped is None:
+                break
+            # Capped at 10,000 rows, or the cursor turned invalid: a new window from the last
+            # edit time seen. A window that brings nothing new cannot make progress.
+            stalled = stalled + 1 if stats.pages == pages_before else 0
+            same_minute = capped == _CAPPED and window.boundary == window.start
+            if stalled >= _MAX_STALLED_RESTARTS or same_minute:
+                raise NotionSyncError(
+                    f"Notion listing of data source {data_source_id} cannot progress past edits "
+                    f"of {window.boundary}: "
+                    + (
+                        "more than 10,000 pages were edited in that same minute."
+                        if same_minute
+                        else f"{stalled} windows in a row brought no new page ({capped})."
+                    )
+                    + " Nothing was written."
+                )
+            if log is not None:
+                log.info(
+                    f"Notion listing: {capped}; continuing with pages edited on or after "
+                    f"{window.boundary}."
+                )
+            window.start = window.boundary
+        if log is not None:
+            progress.report(None)
+
+    def _list_window(
+        self, data_source_id: str, window: _Window, stats: ListingStats, progress: _Progress
+    ) -> Generator[list[dict], None, str | None]:
+        """Pages through one query, yielding batches; returns None at the end of the data, else
+        why it stopped early (the 10,000-row limit, a rejected cursor)."""
+        cursor = None
+        while True:
+            body: dict = {"sorts": _ASCENDING, "page_size": self.page_size}
+            if window.start is not None:
+                body["filter"] = _edited_filter("on_or_after", window.start)
+            if cursor is not None:
+                body["start_cursor"] = cursor
+            try:
+                response = self._query(data_source_id, body, stats)
+            except InvalidCursorError as error:
+                return f"{_CURSOR_REJECTED} ({error})"
+            batch = [
+                page
+                for page in response.get("results", ())
+                if page.get("object") == "page"
+                and not page.get("in_trash", page.get("archived", False))
+                and window.accept(page)
+            ]
+            stats.pages += len(batch)
+            if batch and progress.first_edit is None:
+                progress.first_edit = _instant(batch[0]["last_edited_time"])
+            if batch:
+                yield batch
+            status = (response.get("request_status") or {}).get("type")
+            if status == "incomplete":
+                return _CAPPED
+            cursor = response.get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                return None
+            if progress.due():
+                if not progress.probed:
+                    progress.probed = True
+                    progress.newest_edit = self.latest_edit(after=None, stats=stats)
+                progress.report(_instant(window.boundary) if window.boundary else None)
+
+    # -- sensor probe and truncated values ------------------------------------------------------
+
+    def latest_edit(self, *, after: datetime | None, stats: ListingStats) -> datetime | None:
+        data_source_id = self._data_source(stats)
+        body: dict = {"sorts": _DESCENDING, "page_size": 1}
+        if after is not None:
+            body["filter"] = _edited_filter("after", _iso(after))
+        response = self._query(data_source_id, body, stats)
+        results = [p for p in response.get("results", ()) if p.get("object") == "page"]
+        if not results:
+            return None
+        newest = _instant(results[0]["last_edited_time"])
+        return None if after is not None and newest <= after else newest
+
+    def complete_truncated(
+        self, pages: list[dict], property_ids: Collection[str], *, stats: ListingStats
+    ) -> list[dict]:
+        wanted = set(property_ids)
+        for page in pages:
+            for value in (page.get("properties") or {}).values():
+                if (
+                    value.get("id") in wanted
+                    and value.get("type") in TRUNCATABLE_TYPES
+                    and value.get("has_more")
+                ):
+                    value[value["type"]] = self._property_items(page["id"], value, stats)
+                    value["has_more"] = False
+                    stats.values_completed += 1
+        return pages
+
+    def _property_items(self, page_id: str, value: dict, stats: ListingStats) -> list[dict]:
+        kind, property_id = value["type"], value["id"]
+        client = self.client()
+        items: list[dict] = []
+        cursor = None
+        while True:
+            kwargs = {"page_size": 100, **({"start_cursor": cursor} if cursor else {})}
+            response = self._get(
+                f"/v1/pages/{page_id}/properties/{property_id}",
+                lambda kwargs=kwargs: client.pages.properties.retrieve(
+                    page_id=page_id, property_id=property_id, **kwargs
+                ),
+                stats,
+                f"property {property_id} of page {page_id}",
+            )
+            items.extend(item[kind] for item in response.get("results", ()) if kind in item)
+            cursor = response.get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                return items

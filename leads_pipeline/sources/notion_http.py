@@ -1,0 +1,271 @@
+"""Polite, bounded calls to the Notion API: pacing, retries, and errors a user can act on.
+
+``notion-client`` retries only 429 (capping ``Retry-After`` at 60 s) and, for GET, 500/503. Its
+retries are switched off and :class:`NotionCaller` does its own: every request is paced to an
+average rate, a 429 waits the full ``Retry-After`` however long, 500/502/503/504/529, timeouts and
+connection errors back off exponentially, and the whole thing gives up after a bounded time with an
+error naming the request (method and path; never the token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from notion_client.errors import HTTPResponseError, RequestTimeoutError
+
+from leads_pipeline.sources.base import ListingStats
+
+#: HTTP statuses worth retrying: server errors, gateway errors, overload, and write conflicts.
+RETRYABLE_STATUSES = frozenset({409, 500, 502, 503, 504, 529})
+RATE_LIMITED = 429
+REDACTED = "[redacted]"
+
+
+class NotionSyncError(RuntimeError):
+    """A Notion call failed for good; the message says which request and what to do."""
+
+
+class NotionAccessError(NotionSyncError):
+    """The token is refused or the object is not shared with the integration (401/403/404)."""
+
+
+class NotionRequestError(NotionSyncError):
+    """Notion rejected the request itself (400 and other non-retryable answers)."""
+
+
+class InvalidCursorError(NotionRequestError):
+    """A pagination cursor Notion no longer accepts: the listing restarts its window."""
+
+
+class NotionRetriesExhaustedError(NotionSyncError):
+    """A request kept failing (rate limits, 5xx, timeouts) past the configured retry time."""
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How hard to push Notion and how long to keep trying.
+
+    Attributes:
+        requests_per_second: Average request rate; 0 or less turns pacing off.
+        max_retry_seconds: Give up on a request that has kept failing for this long.
+        initial_backoff_seconds: First wait after a 5xx, timeout or connection error.
+        max_backoff_seconds: Cap of the exponential backoff (not of ``Retry-After``).
+    """
+
+    requests_per_second: float = 3.0
+    max_retry_seconds: float = 1800.0
+    initial_backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 60.0
+
+
+class Pacer:
+    """Spaces request starts ``1 / rate`` seconds apart (an average, no bursts)."""
+
+    def __init__(
+        self,
+        requests_per_second: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
+        self.clock = clock
+        self.sleep = sleep
+        self._next = float("-inf")
+
+    def wait(self) -> float:
+        """Blocks until the next request may start; returns the seconds slept."""
+        if self.interval == 0.0:
+            return 0.0
+        now = self.clock()
+        delay = self._next - now
+        if delay > 0:
+            self.sleep(delay)
+            now = self._next
+        self._next = now + self.interval
+        return max(delay, 0.0)
+
+
+def retry_after_seconds(headers: httpx.Headers | None, now: float | None = None) -> float | None:
+    """The ``Retry-After`` header in seconds (delta-seconds or HTTP date), or None if absent."""
+    value = (headers or httpx.Headers()).get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        instant = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(instant - (time.time() if now is None else now), 0.0)
+
+
+def _notion_message(error: HTTPResponseError) -> tuple[str, str]:
+    """Notion's error code and message (from the body when notion-client did not parse it)."""
+    code = getattr(error.code, "value", error.code)
+    message = str(error)
+    try:
+        body = json.loads(error.body)
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict):
+        code = body.get("code", code)
+        message = body.get("message", message)
+    return str(code), message
+
+
+class NotionCaller:
+    """Runs Notion API calls with pacing, retries and translated errors, updating the stats.
+
+    Args:
+        policy: Rate and retry bounds.
+        secret: The token, only to scrub it from any message (defence in depth).
+        clock: Monotonic clock (injectable for tests).
+        sleep: Sleep function (injectable for tests).
+        log: Where retries are reported.
+        jitter: Returns a float in [0, 1) to spread backoffs.
+    """
+
+    def __init__(
+        self,
+        policy: CallPolicy,
+        *,
+        secret: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        log: logging.Logger | None = None,
+        jitter: Callable[[], float] = random.random,
+    ):
+        self.policy = policy
+        self.clock = clock
+        self.sleep = sleep
+        self.log = log or logging.getLogger(__name__)
+        self.jitter = jitter
+        self.pacer = Pacer(policy.requests_per_second, clock, sleep)
+        self._secret = secret
+
+    def redact(self, text: str) -> str:
+        """``text`` with the token replaced, should it ever appear."""
+        return text.replace(self._secret, REDACTED) if self._secret else text
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        send: Callable[[], Any],
+        stats: ListingStats,
+        *,
+        subject: str = "",
+    ) -> Any:
+        """Sends one request (``send``), retrying until it succeeds or the retry time runs out.
+
+        Args:
+            method: HTTP method, for messages.
+            path: API path (``/v1/...``), for messages.
+            send: Performs the request once through notion-client and returns the decoded body.
+            stats: Counters to update (requests, retries, waits).
+            subject: What the path names (``"database <id>"``), for 404 messages.
+
+        Returns:
+            The decoded response body.
+
+        Raises:
+            NotionAccessError: On 401, 403 or 404.
+            InvalidCursorError: When Notion rejects the ``start_cursor``.
+            NotionRequestError: On other non-retryable answers (400...).
+            NotionRetriesExhaustedError: When the request kept failing past ``max_retry_seconds``.
+        """
+        request = f"{method} {path}"
+        started = self.clock()
+        attempt = 0
+        while True:
+            stats.pacing_wait_seconds += self.pacer.wait()
+            stats.requests += 1
+            attempt += 1
+            try:
+                return send()
+            except HTTPResponseError as error:
+                if error.status == RATE_LIMITED:
+                    delay = retry_after_seconds(error.headers)
+                    rate_limited = True
+                    if delay is None:
+                        delay = self._backoff(attempt)
+                elif error.status in RETRYABLE_STATUSES:
+                    delay, rate_limited = self._backoff(attempt), False
+                else:
+                    raise self._translate(error, request, subject) from error
+                reason = f"{error.status} {_notion_message(error)[0]}"
+            except RequestTimeoutError as error:
+                delay, rate_limited = self._backoff(attempt), False
+                reason = f"timeout ({error})"
+            except (httpx.TransportError, json.JSONDecodeError) as error:
+                delay, rate_limited = self._backoff(attempt), False
+                reason = f"{type(error).__name__}: {error}"
+            elapsed = self.clock() - started
+            if elapsed + delay > self.policy.max_retry_seconds:
+                raise NotionRetriesExhaustedError(
+                    self.redact(
+                        f"Notion request {request} still failing after {attempt} attempt(s) over "
+                        f"{elapsed:.0f} s (last: {reason}; next wait {delay:.0f} s would pass "
+                        f"max_retry_seconds={self.policy.max_retry_seconds:g}). Nothing was "
+                        "written; the next run starts over from the same point."
+                    )
+                ) from None
+            self.log.warning(
+                self.redact(
+                    f"Notion {request}: {reason}; retrying in {delay:.1f} s (attempt {attempt})."
+                )
+            )
+            self.sleep(delay)
+            stats.retries += 1
+            if rate_limited:
+                stats.rate_limit_wait_seconds += delay
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(
+            self.policy.initial_backoff_seconds * 2 ** (attempt - 1),
+            self.policy.max_backoff_seconds,
+        )
+        return base * (0.5 + self.jitter() / 2)
+
+    def _translate(self, error: HTTPResponseError, request: str, subject: str) -> NotionSyncError:
+        code, message = _notion_message(error)
+        status = error.status
+        what = subject or "the requested object"
+        if status == 401:
+            text = (
+                f"Notion refused the token (401 {code}) on {request}. Check NOTION_TOKEN (the "
+                "integration's internal secret) and share the Leads database with the integration "
+                "(in Notion: the database's ⋯ menu → Connections → add the integration)."
+            )
+            cls: type[NotionSyncError] = NotionAccessError
+        elif status == 403:
+            text = (
+                f"Notion denied access to {what} (403 {code}) on {request}: {message} Check "
+                "NOTION_TOKEN and the integration's capabilities (it needs 'Read content'), and "
+                "share the database with the integration (⋯ menu → Connections)."
+            )
+            cls = NotionAccessError
+        elif status == 404:
+            text = (
+                f"Notion found no {what} (404 {code}) on {request}. Check the id; the object may "
+                "also exist but not be shared with the integration (in Notion: the database's ⋯ "
+                "menu → Connections → add the integration)."
+            )
+            cls = NotionAccessError
+        elif status == 400 and "start_cursor" in message:
+            text = f"Notion rejected the pagination cursor on {request}: {message}"
+            cls = InvalidCursorError
+        else:
+            text = f"Notion rejected {request} ({status} {code}): {message}"
+            cls = NotionRequestError
+        return cls(self.redact(text))
