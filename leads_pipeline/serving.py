@@ -279,7 +279,7 @@ class LeadsAnalytics(dg.ConfigurableResource):
         """
         try:
             with Warehouse(self.warehouse_path).read() as con:
-                return con.execute(f"SELECT * FROM {name}").to_arrow_table()
+                return con.sql(f"SELECT * FROM {name}").to_arrow_table()
         except WarehouseNotBuiltError as error:
             raise self._not_run(f"The warehouse {self.warehouse_path}") from error
         except duckdb.CatalogException as error:
