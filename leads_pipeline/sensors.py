@@ -11,6 +11,7 @@ import os
 from datetime import datetime
 
 import dagster as dg
+import httpx
 import pyarrow.compute as pc
 
 from leads_pipeline.automation import leads_automation_sensor
@@ -19,26 +20,30 @@ from leads_pipeline.raw_store import RAW_TABLE
 from leads_pipeline.resources import LakeResource
 from leads_pipeline.settings import SOURCE_NOTION, ConfigurationError, load_settings
 from leads_pipeline.sources.base import LeadsSource, ListingStats
+from leads_pipeline.sources.notion_http import NotionRetriesExhaustedError
 
 INTERVAL_VARIABLE = "LEADS_SENSOR_INTERVAL_SECONDS"
 DEFAULT_INTERVAL_SECONDS = 60
 
 
-def transient_source_errors() -> tuple[type[BaseException], ...]:
-    """Exception classes meaning "the source is unreachable right now, ask again later"."""
-    import httpx
+#: Errors meaning "the source cannot be reached right now, ask again later": the tick is skipped
+#: with the reason. Anything else (a refused token, a misconfiguration) fails the tick visibly.
+TRANSIENT_SOURCE_ERRORS: tuple[type[BaseException], ...] = (
+    NotionRetriesExhaustedError,
+    httpx.TransportError,
+)
 
-    errors: list[type[BaseException]] = [httpx.TransportError, TimeoutError, ConnectionError]
-    try:
-        from leads_pipeline.sources import notion
-    except ImportError:  # the Notion source is optional at import time
-        return tuple(errors)
-    errors.extend(
-        candidate
-        for name in ("NotionTransientError", "TransientSourceError", "NotionUnavailableError")
-        if isinstance(candidate := getattr(notion, name, None), type)
-    )
-    return tuple(errors)
+#: Retry budget of the sensor's one request: a tick must end well within Dagster's sensor timeout
+#: (60 s), so it gives up early and skips instead of retrying for as long as a sync would.
+PROBE_RETRY_SECONDS = 15.0
+
+
+def _probe(source: LeadsSource) -> LeadsSource:
+    """The source with a short retry budget, when it has one (the Notion source)."""
+    budget = getattr(source, "max_retry_seconds", None)
+    if budget is None or budget <= PROBE_RETRY_SECONDS:
+        return source
+    return source.model_copy(update={"max_retry_seconds": PROBE_RETRY_SECONDS})
 
 
 def lake_watermark(lake: LakeResource) -> datetime | None:
@@ -94,8 +99,8 @@ def build_notion_changes_sensor(env=None) -> dg.SensorDefinition:
             context.update_cursor(cursor)
         stats = ListingStats()
         try:
-            newest = source.latest_edit(after=watermark, stats=stats)
-        except transient_source_errors() as error:
+            newest = _probe(source).latest_edit(after=watermark, stats=stats)
+        except TRANSIENT_SOURCE_ERRORS as error:
             return dg.SkipReason(
                 f"{source.source_name} could not be reached ({type(error).__name__}: {error}); "
                 "asking again on the next tick."

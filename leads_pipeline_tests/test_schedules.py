@@ -1,0 +1,134 @@
+"""Schedules: names, crons in Paris time, environment overrides and default statuses."""
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+
+from leads_pipeline.definitions import defs
+from leads_pipeline.schedules import (
+    DEFAULT_MAINTAIN_CRON,
+    DEFAULT_REFRESH_CRON,
+    DEFAULT_SYNC_CRON,
+    TIMEZONE,
+    build_schedules,
+)
+from leads_pipeline.settings import ConfigurationError
+
+NOTION_ENV = {"LEADS_SOURCE": "notion", "NOTION_TOKEN": "secret", "NOTION_DATABASE_ID": "db"}
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def by_name(schedules) -> dict[str, dg.ScheduleDefinition]:
+    return {s.name: s for s in schedules}
+
+
+def test_definitions_hold_the_three_schedules_in_paris_time():
+    schedules = {s.name: s for s in defs.schedules}
+    assert set(schedules) == {
+        "sync_leads_schedule",
+        "refresh_leads_schedule",
+        "maintain_lake_schedule",
+    }
+    assert {s.execution_timezone for s in schedules.values()} == {TIMEZONE}
+    assert schedules["sync_leads_schedule"].job_name == "sync_leads"
+    assert schedules["refresh_leads_schedule"].job_name == "refresh_leads"
+    assert schedules["maintain_lake_schedule"].job_name == "maintain_lake"
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_default_crons():
+    schedules = by_name(build_schedules({}))
+    assert schedules["sync_leads_schedule"].cron_schedule == DEFAULT_SYNC_CRON == "*/15 * * * *"
+    assert schedules["refresh_leads_schedule"].cron_schedule == DEFAULT_REFRESH_CRON
+    assert schedules["maintain_lake_schedule"].cron_schedule == DEFAULT_MAINTAIN_CRON
+
+
+def test_sample_source_never_schedules_network_runs_by_default():
+    schedules = by_name(build_schedules({}))
+    assert schedules["sync_leads_schedule"].default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedules["refresh_leads_schedule"].default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedules["maintain_lake_schedule"].default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_notion_source_runs_every_schedule_by_default():
+    schedules = build_schedules(NOTION_ENV)
+    assert {s.default_status for s in schedules} == {dg.DefaultScheduleStatus.RUNNING}
+
+
+def test_crons_are_overridable_by_environment():
+    schedules = by_name(
+        build_schedules(
+            {
+                "LEADS_SYNC_CRON": "*/5 * * * *",
+                "LEADS_REFRESH_CRON": " 0 3 * * * ",
+                "LEADS_MAINTAIN_CRON": "0 5 * * 6",
+            }
+        )
+    )
+    assert schedules["sync_leads_schedule"].cron_schedule == "*/5 * * * *"
+    assert schedules["refresh_leads_schedule"].cron_schedule == "0 3 * * *"
+    assert schedules["maintain_lake_schedule"].cron_schedule == "0 5 * * 6"
+
+
+@pytest.mark.parametrize(
+    "variable", ["LEADS_SYNC_CRON", "LEADS_REFRESH_CRON", "LEADS_MAINTAIN_CRON"]
+)
+@pytest.mark.parametrize("value", ["every minute", "61 * * * *", "* * *"])
+def test_an_invalid_cron_names_its_variable(variable, value):
+    with pytest.raises(ConfigurationError, match=variable):
+        build_schedules({variable: value})
+
+
+def _ticks(schedule: dg.ScheduleDefinition, start: dt.datetime, count: int) -> list[dt.datetime]:
+    # The iterator the scheduler daemon itself uses to place ticks (no public equivalent).
+    from dagster._utils.schedules import cron_string_iterator
+
+    ticks = cron_string_iterator(
+        start.timestamp(), schedule.cron_schedule, schedule.execution_timezone
+    )
+    return [next(ticks) for _ in range(count)]
+
+
+def test_ticks_follow_paris_wall_clock_across_daylight_saving():
+    schedules = by_name(build_schedules({}))
+    # The night of 2025-03-30 loses an hour in Paris: the refresh stays at 02:30 local time… or
+    # the first valid instant after it, never drifting to UTC.
+    refresh = _ticks(
+        schedules["refresh_leads_schedule"], dt.datetime(2025, 3, 28, 12, tzinfo=PARIS), 4
+    )
+    assert [t.astimezone(PARIS).strftime("%m-%d %H:%M") for t in refresh] == [
+        "03-29 02:30",
+        "03-30 03:00",
+        "03-31 02:30",
+        "04-01 02:30",
+    ]
+    weekly = _ticks(schedules["maintain_lake_schedule"], dt.datetime(2025, 6, 2, tzinfo=PARIS), 2)
+    assert [t.astimezone(PARIS).strftime("%a %H:%M") for t in weekly] == ["Sun 04:00"] * 2
+    assert weekly[1] - weekly[0] == dt.timedelta(days=7)
+    sync = _ticks(schedules["sync_leads_schedule"], dt.datetime(2025, 6, 2, 9, 1, tzinfo=PARIS), 3)
+    assert [t.astimezone(PARIS).strftime("%H:%M") for t in sync] == ["09:15", "09:30", "09:45"]
+
+
+@pytest.mark.parametrize(
+    ("name", "job"),
+    [
+        ("sync_leads_schedule", "sync_leads"),
+        ("refresh_leads_schedule", "refresh_leads"),
+        ("maintain_lake_schedule", "maintain_lake"),
+    ],
+)
+def test_each_schedule_evaluates_to_a_run_of_its_job(name, job):
+    schedule = by_name(build_schedules(NOTION_ENV))[name]
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2025, 6, 2, 2, 30, tzinfo=PARIS)
+        )
+        data = schedule.evaluate_tick(context)
+    assert data.skip_message is None
+    assert len(data.run_requests) == 1
+    assert schedule.job_name == job
+    # The full listing comes from the job's own config, not from the schedule.
+    assert data.run_requests[0].run_config == {}
+    assert defs.resolve_job_def(job).name == job
