@@ -15,6 +15,7 @@ from datetime import datetime
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from leads_pipeline.property_map import KINDS, ResolvedColumn
 
@@ -79,7 +80,7 @@ def _lit(text: str) -> str:
 
 
 def _shape(types: set[str]) -> dict:
-    shape: dict = {"id": "VARCHAR", "type": "VARCHAR"}
+    shape: dict = {"type": "VARCHAR"}
     for notion_type in sorted(types):
         shape.update(_SHAPES.get(notion_type, {notion_type: "JSON"}))
     return shape
@@ -192,6 +193,13 @@ def _kind_sql(v: str, kind: str, type_reason: str) -> _ColumnSql:
             f"coalesce({type_reason}, CASE WHEN {raw} IS NOT NULL AND NOT {valid} "
             "THEN 'not an ISO 8601 date' END)",
         )
+    if kind == "references":
+        ids = f"list_transform(coalesce({v}.people, {v}.relation), lambda x: x.id)"
+        return _ColumnSql(
+            f"CASE WHEN len({ids}) > 0 THEN CAST(to_json({ids}) AS VARCHAR) END",
+            f"{v}.type",
+            type_reason,
+        )
     if kind in ("number", "checkbox", "url"):
         field = {"number": "number", "checkbox": "checkbox", "url": "url"}[kind]
         return _ColumnSql(f"{v}.{field}", f"CAST({v}.{field} AS VARCHAR)", type_reason)
@@ -251,6 +259,42 @@ def parse_pages(
         The typed leads (schema :func:`leads_schema`) and the issues (:data:`ISSUES_SCHEMA`).
     """
     names_by_id = {p["id"]: name for name, p in schema.items()}
+    statement = _parse_statement(columns, schema)
+    raw = raw.select(["page_id", "created_time", "last_edited_time", "url", "properties_json"])
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        leads, issues, stale = _run(con, statement, raw, columns, detected_at)
+        if stale:
+            # Pages stored before a property was renamed: re-key them by id, parse them again.
+            subset = raw.filter(pc.is_in(raw["page_id"], pa.array(stale, pa.string())))
+            texts = subset.column("properties_json").to_pylist()
+            subset = subset.set_column(
+                subset.schema.get_field_index("properties_json"),
+                "properties_json",
+                pa.array([_rekey_by_id(t, names_by_id) for t in texts], pa.string()),
+            )
+            fixed_leads, fixed_issues, _ = _run(con, statement, subset, columns, detected_at)
+            keep = pc.invert(pc.is_in(leads["id"], subset["page_id"]))
+            leads = pa.concat_tables([leads.filter(keep), fixed_leads])
+            keep_issues = pc.invert(pc.is_in(issues["page_id"], subset["page_id"]))
+            issues = pa.concat_tables([issues.filter(keep_issues), fixed_issues])
+    finally:
+        con.close()
+    return ParseResult(leads=leads, issues=issues)
+
+
+@dataclass(frozen=True)
+class _Statement:
+    parse: str
+    leads: str
+    issues: str | None
+
+
+def _parse_statement(
+    columns: tuple[ResolvedColumn, ...], schema: Mapping[str, Mapping]
+) -> _Statement:
+    """Builds the SQL that parses ``raw_pages`` into the temp table ``parsed``, and reads it."""
     types_by_name: dict[str, set[str]] = {name: {p["type"]} for name, p in schema.items()}
     for column in columns:
         types_by_name.setdefault(column.property_name, set()).update(KINDS[column.kind][0])
@@ -258,97 +302,72 @@ def parse_pages(
     mapped_ids = {c.property_id for c in columns}
     extras = sorted((name, p["type"]) for name, p in schema.items() if p["id"] not in mapped_ids)
 
-    con = duckdb.connect()
+    selects, issue_selects = [], []
+    for column in columns:
+        v = f"p[{_lit(column.property_name)}]"
+        verbatim = (
+            "CAST(json_extract(properties_json, "
+            f"{_lit('$.' + json.dumps(column.property_name, ensure_ascii=False))}) AS VARCHAR)"
+        )
+        sql = _column_sql(v, column, verbatim)
+        reason = _quote_ident("__reason_" + column.column)
+        raw_value = _quote_ident("__raw_" + column.column)
+        selects.append(f"{sql.value} AS {_quote_ident(column.column)}")
+        selects.append(f"{sql.reason} AS {reason}")
+        selects.append(f"CAST({sql.raw} AS VARCHAR) AS {raw_value}")
+        issue_selects.append(
+            f'SELECT page_id, {_lit(column.column)} AS "column", {raw_value} AS raw_value, '
+            f"{reason} AS reason FROM parsed WHERE {reason} IS NOT NULL"
+        )
+    extra_args = ", ".join(
+        f"{_lit(name)}, {_simple_value(f'p[{_lit(name)}]', t)}" for name, t in extras
+    )
+    extra_sql = f"CAST(json_object({extra_args}) AS VARCHAR)" if extras else "'{}'"
+    # A page lacking a property of the schema was stored under older property names.
+    stale = " OR ".join(f"p[{_lit(name)}].type IS NULL" for name in schema) or "FALSE"
+    parse = f"""
+        CREATE OR REPLACE TEMP TABLE parsed AS
+        WITH typed AS (
+            SELECT *, json_transform(properties_json, {_lit(json.dumps(structure))}) AS p
+            FROM raw_pages
+        )
+        SELECT page_id, created_time, last_edited_time, url,
+               {", ".join(selects)},
+               {extra_sql} AS extra_properties,
+               ({stale}) AS __stale
+        FROM typed
+    """
+    leads = f"""
+        SELECT page_id AS id, {", ".join(_quote_ident(c.column) for c in columns)},
+               created_time, last_edited_time, url, extra_properties
+        FROM parsed
+    """
+    issues = (
+        "SELECT *, $detected_at::TIMESTAMPTZ AS detected_at FROM ("
+        f'{" UNION ALL ".join(issue_selects)}) ORDER BY page_id, "column"'
+        if issue_selects
+        else None
+    )
+    return _Statement(parse=parse, leads=leads, issues=issues)
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection,
+    statement: _Statement,
+    raw: pa.Table,
+    columns: tuple[ResolvedColumn, ...],
+    detected_at: datetime,
+) -> tuple[pa.Table, pa.Table, list[str]]:
+    con.register("raw_pages", raw)
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        raw = raw.select(["page_id", "created_time", "last_edited_time", "url", "properties_json"])
-        raw = _rekey_renamed(con, raw, names_by_id)
-        con.register("raw_pages", raw)
-
-        selects, issue_selects = [], []
-        for column in columns:
-            v = f"p[{_lit(column.property_name)}]"
-            verbatim = (
-                "CAST(json_extract(properties_json, "
-                f"{_lit('$.' + json.dumps(column.property_name, ensure_ascii=False))}) AS VARCHAR)"
-            )
-            sql = _column_sql(v, column, verbatim)
-            selects.append(f"{sql.value} AS {_quote_ident(column.column)}")
-            selects.append(f"{sql.reason} AS {_quote_ident('__reason_' + column.column)}")
-            selects.append(
-                f"CAST({sql.raw} AS VARCHAR) AS {_quote_ident('__raw_' + column.column)}"
-            )
-            issue_selects.append(
-                f'SELECT page_id, {_lit(column.column)} AS "column", '
-                f"{_quote_ident('__raw_' + column.column)} AS raw_value, "
-                f"{_quote_ident('__reason_' + column.column)} AS reason FROM parsed "
-                f"WHERE {_quote_ident('__reason_' + column.column)} IS NOT NULL"
-            )
-        extra_args = ", ".join(
-            f"{_lit(name)}, {_simple_value(f'p[{_lit(name)}]', t)}" for name, t in extras
-        )
-        extra_sql = f"CAST(json_object({extra_args}) AS VARCHAR)" if extras else "'{}'"
-        con.execute(
-            f"""
-            CREATE TEMP TABLE parsed AS
-            WITH typed AS (
-                SELECT *, json_transform(properties_json, {_lit(json.dumps(structure))}) AS p
-                FROM raw_pages
-            )
-            SELECT page_id, created_time, last_edited_time, url,
-                   {", ".join(selects)},
-                   {extra_sql} AS extra_properties
-            FROM typed
-            """
-        )
-        target = leads_schema(columns)
-        leads = con.sql(
-            f"""
-            SELECT page_id AS id, {", ".join(_quote_ident(c.column) for c in columns)},
-                   created_time, last_edited_time, url, extra_properties
-            FROM parsed
-            """
-        ).to_arrow_table()
-        leads = leads.cast(target)
-        if issue_selects:
-            issues = con.sql(
-                f"SELECT *, $detected_at::TIMESTAMPTZ AS detected_at FROM ("
-                f'{" UNION ALL ".join(issue_selects)}) ORDER BY page_id, "column"',
-                params={"detected_at": detected_at},
-            ).to_arrow_table()
-            issues = issues.cast(ISSUES_SCHEMA)
-        else:
-            issues = ISSUES_SCHEMA.empty_table()
+        con.execute(statement.parse)
     finally:
-        con.close()
-    return ParseResult(leads=leads, issues=issues)
-
-
-def _rekey_renamed(
-    con: duckdb.DuckDBPyConnection, raw: pa.Table, names_by_id: Mapping[str, str]
-) -> pa.Table:
-    """Re-keys, by property id, the pages whose JSON uses names the schema no longer has."""
-    if raw.num_rows == 0 or not names_by_id:
-        return raw
-    con.register("raw_check", raw)
-    names = "[" + ", ".join(_lit(name) for name in names_by_id.values()) + "]"
-    mask = (
-        con.sql(f"SELECT NOT list_has_all(json_keys(properties_json), {names}) FROM raw_check")
-        .to_arrow_table()
-        .column(0)
-    )
-    con.unregister("raw_check")
-    stale = [index for index, flag in enumerate(mask.to_pylist()) if flag]
-    if not stale:
-        return raw
-    stale_set = set(stale)
-    properties = raw.column("properties_json").to_pylist()
-    fixed = [
-        _rekey_by_id(text, names_by_id) if index in stale_set else text
-        for index, text in enumerate(properties)
-    ]
-    return raw.set_column(
-        raw.schema.get_field_index("properties_json"),
-        "properties_json",
-        pa.array(fixed, pa.string()),
-    )
+        con.unregister("raw_pages")
+    leads = con.sql(statement.leads).to_arrow_table().cast(leads_schema(columns))
+    if statement.issues:
+        issues = con.sql(statement.issues, params={"detected_at": detected_at}).to_arrow_table()
+        issues = issues.cast(ISSUES_SCHEMA)
+    else:
+        issues = ISSUES_SCHEMA.empty_table()
+    stale = con.sql("SELECT list(page_id) FROM parsed WHERE __stale").fetchall()[0][0]
+    return leads, issues, stale or []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -141,7 +142,7 @@ def merge_raw(
         schema=upserts.schema,
     )
     source = pa.concat_tables([upserts, deletions])
-    return lake.upsert(
+    outcome = lake.upsert(
         RAW_TABLE,
         source,
         key="page_id",
@@ -152,6 +153,10 @@ def merge_raw(
         delete_when="t.deleted_at IS NULL",
         also_update_when="(s.deleted_at IS NULL) <> (t.deleted_at IS NULL)",
     )
+    # Soft deletes are updates to Delta; report them as deletions. delete_when guarantees that
+    # every id in deleted_ids was live, so each one was marked exactly once.
+    marked = len(deleted_ids) if outcome.committed else 0
+    return dataclasses.replace(outcome, updated=outcome.updated - marked, deleted=marked)
 
 
 SCHEMA_TABLE = "_data_source_schema"
