@@ -108,7 +108,7 @@ def test_each_sync_is_one_commit_per_table(ws):
     before = {t: ws.table(t).version() for t in ("raw_notion_leads", "leads")}
     pages[0]["properties"]["Nom"]["title"] = rich("changed")
     pages[0]["last_edited_time"] = "2025-03-05T10:00:00.000Z"
-    ws.publish(pages[1:] + [page(99, edited="2025-03-05T10:00:00.000Z")] + pages[:1])
+    ws.publish([*pages[1:], page(99, edited="2025-03-05T10:00:00.000Z"), *pages[:1]])
     ws.sync(full=True)  # an update, an insert and nothing deleted
     assert {t: ws.table(t).version() for t in before} == {t: v + 1 for t, v in before.items()}
     assert ws.table("leads").history(1)[0]["operation"] == "MERGE"
