@@ -172,7 +172,7 @@ def reconcile(counts: pa.Table, leads: pa.Table) -> dict[str, tuple[int, int]]:
 def _read_counts(warehouse: WarehouseResource, table: str) -> pa.Table | None:
     try:
         with warehouse.warehouse().read() as con:
-            return con.execute(f"SELECT * FROM {table}").to_arrow_table()
+            return con.sql(f"SELECT * FROM {table}").to_arrow_table()
     except WarehouseNotBuiltError:
         return None
     except duckdb.CatalogException:  # the file exists but not this table yet
