@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
+from leads_pipeline.serving import LeadsAnalytics
 from leads_pipeline.settings import SOURCE_SAMPLE, Settings
 from leads_pipeline.sources.sample import SampleLeadsSource
 
@@ -32,4 +33,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "lake": LakeResource(uri=settings.lake_uri),
         "warehouse": WarehouseResource(path=settings.warehouse_path),
         "property_map": PropertyMapResource(path=settings.property_map_path),
+        "analytics": LeadsAnalytics(
+            warehouse_path=settings.warehouse_path, lake_uri=settings.lake_uri
+        ),
     }
