@@ -35,6 +35,8 @@ KINDS: dict[str, tuple[tuple[str, ...], pa.DataType]] = {
     "number": (("number",), pa.float64()),
     "checkbox": (("checkbox",), pa.bool_()),
     "url": (("url",), pa.string()),
+    # The ids of the people or related pages, as a JSON array (truncated values are completed).
+    "references": (("people", "relation"), pa.string()),
 }
 
 #: The five event columns that the weekly and monthly counts are made of, in contract order.

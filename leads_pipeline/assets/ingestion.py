@@ -87,6 +87,8 @@ def raw_notion_leads(
     stored = load_schema(store)
     # A mapped property that is missing or of the wrong type fails here, before any listing.
     columns = resolve(mapping, schema, stored[1] if stored else None)
+    # people/relation values a mapped column reads must be complete (Notion truncates them at 25).
+    truncatable = {c.property_id for c in columns if c.notion_type in ("people", "relation")}
     state = read_state(store)
     check_source(state, source.identity(), store.root)
     full = config.full_listing or state.watermark is None
@@ -96,10 +98,11 @@ def raw_notion_leads(
         f" from {source.source_name}."
     )
     stats = ListingStats()
-    parts = [
-        pages_to_raw(batch, synced_at)
-        for batch in source.list_pages(edited_on_or_after=since, stats=stats, log=context.log)
-    ]
+    parts = []
+    for batch in source.list_pages(edited_on_or_after=since, stats=stats, log=context.log):
+        if truncatable:
+            batch = source.complete_truncated(batch, truncatable, stats=stats)
+        parts.append(pages_to_raw(batch, synced_at))
     fetched = _dedupe_latest(pa.concat_tables(parts)) if parts else RAW_SCHEMA.empty_table()
     if full:
         listed = fetched["page_id"]
@@ -123,6 +126,8 @@ def raw_notion_leads(
             "requests": stats.requests,
             "retries": stats.retries,
             "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
+            "pacing_wait_seconds": round(stats.pacing_wait_seconds, 3),
+            "truncated_values_completed": stats.values_completed,
             "rows_inserted": outcome.inserted,
             "rows_updated": outcome.updated,
             "rows_marked_deleted": outcome.deleted,
