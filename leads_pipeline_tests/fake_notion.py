@@ -111,6 +111,7 @@ class Fault:
         retry_after: ``Retry-After`` header value of a ``status`` fault (e.g. for 429).
         delay: Seconds of a ``slow`` fault.
         html: Answer an HTML body (as a gateway would) instead of Notion's JSON error.
+        after: Matching requests let through before the fault starts.
     """
 
     kind: str
@@ -120,7 +121,9 @@ class Fault:
     retry_after: str | None = None
     delay: float = 0.0
     html: bool = False
+    after: int = 0
     hits: int = 0
+    seen: int = 0
 
 
 class _TokenBucket:
@@ -447,6 +450,9 @@ class FakeNotion:
                 if fault.times is not None and fault.hits >= fault.times:
                     continue
                 if fault.kind == "invalid_cursor" and b'"start_cursor"' not in body:
+                    continue
+                fault.seen += 1
+                if fault.seen <= fault.after:
                     continue
                 fault.hits += 1
                 if fault.kind == "invalid_cursor":

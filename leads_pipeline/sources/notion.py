@@ -159,7 +159,8 @@ class NotionLeadsSource(LeadsSource):
     """
 
     token: str = Field(
-        description="Integration secret. Pass dg.EnvVar('NOTION_TOKEN'): never a literal value."
+        description="Integration secret. Pass dg.EnvVar('NOTION_TOKEN'): never a literal value.",
+        repr=False,
     )
     database_id: str | None = Field(default=None, description="Database id or URL.")
     data_source_id: str | None = Field(
@@ -288,7 +289,9 @@ class NotionLeadsSource(LeadsSource):
 
     # -- listing -------------------------------------------------------------------------------
 
-    def _query(self, data_source_id: str, body: dict, stats: ListingStats) -> dict:
+    def _query(
+        self, data_source_id: str, body: dict, stats: ListingStats, log: logging.Logger | None
+    ) -> dict:
         client = self.client()
         return self.caller().call(
             "POST",
@@ -296,6 +299,7 @@ class NotionLeadsSource(LeadsSource):
             lambda: client.data_sources.query(data_source_id=data_source_id, **body),
             stats,
             subject=f"data source {data_source_id}",
+            log=log,
         )
 
     def list_pages(
@@ -351,7 +355,7 @@ class NotionLeadsSource(LeadsSource):
             if cursor is not None:
                 body["start_cursor"] = cursor
             try:
-                response = self._query(data_source_id, body, stats)
+                response = self._query(data_source_id, body, stats, progress.log)
             except InvalidCursorError as error:
                 return f"{_CURSOR_REJECTED} ({error})"
             batch = [
@@ -385,7 +389,7 @@ class NotionLeadsSource(LeadsSource):
         body: dict = {"sorts": _DESCENDING, "page_size": 1}
         if after is not None:
             body["filter"] = _edited_filter("after", _iso(after))
-        response = self._query(data_source_id, body, stats)
+        response = self._query(data_source_id, body, stats, None)
         results = [p for p in response.get("results", ()) if p.get("object") == "page"]
         if not results:
             return None

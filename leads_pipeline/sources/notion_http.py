@@ -165,6 +165,7 @@ class NotionCaller:
         stats: ListingStats,
         *,
         subject: str = "",
+        log: logging.Logger | None = None,
     ) -> Any:
         """Sends one request (``send``), retrying until it succeeds or the retry time runs out.
 
@@ -174,6 +175,7 @@ class NotionCaller:
             send: Performs the request once through notion-client and returns the decoded body.
             stats: Counters to update (requests, retries, waits).
             subject: What the path names (``"database <id>"``), for 404 messages.
+            log: Where to report retries (e.g. the run log); the caller's logger otherwise.
 
         Returns:
             The decoded response body.
@@ -215,12 +217,12 @@ class NotionCaller:
                 raise NotionRetriesExhaustedError(
                     self.redact(
                         f"Notion request {request} still failing after {attempt} attempt(s) over "
-                        f"{elapsed:.0f} s (last: {reason}; next wait {delay:.0f} s would pass "
+                        f"{elapsed:.1f} s (last: {reason}; next wait {delay:.1f} s would pass "
                         f"max_retry_seconds={self.policy.max_retry_seconds:g}). Nothing was "
                         "written; the next run starts over from the same point."
                     )
                 ) from None
-            self.log.warning(
+            (log or self.log).warning(
                 self.redact(
                     f"Notion {request}: {reason}; retrying in {delay:.1f} s (attempt {attempt})."
                 )

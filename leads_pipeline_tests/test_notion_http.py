@@ -1,0 +1,163 @@
+"""Pacing, retries and error messages of Notion calls, against the fake server over real HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from email.utils import format_datetime
+
+import httpx
+import pytest
+from notion_client import Client
+
+from leads_pipeline.sample_data import SAMPLE_DATA_SOURCE_ID
+from leads_pipeline.sources.base import ListingStats
+from leads_pipeline.sources.notion_http import (
+    CallPolicy,
+    NotionCaller,
+    NotionRetriesExhaustedError,
+    Pacer,
+    retry_after_seconds,
+)
+from leads_pipeline_tests.fake_notion import DEFAULT_TOKEN, Fault
+
+QUERY_PATH = f"/v1/data_sources/{SAMPLE_DATA_SOURCE_ID}/query"
+
+
+class FakeClock:
+    """A clock that only moves when something sleeps: waits are measured, never spent."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _client(fake) -> Client:
+    return Client(auth=DEFAULT_TOKEN, base_url=fake.url, retry=False, timeout_ms=2000)
+
+
+def _query(client: Client):
+    return lambda: client.data_sources.query(data_source_id=SAMPLE_DATA_SOURCE_ID, page_size=5)
+
+
+def test_a_long_retry_after_is_waited_in_full(fake_notion):
+    """notion-client would cap a 5-minute Retry-After at 60 s; we wait all of it, then go on."""
+    fake_notion.seed_sample(10)
+    fake_notion.inject(Fault("status", status=429, retry_after="300"))
+    clock = FakeClock()
+    caller = NotionCaller(CallPolicy(requests_per_second=0), clock=clock, sleep=clock.sleep)
+    stats = ListingStats()
+    body = caller.call("POST", QUERY_PATH, _query(_client(fake_notion)), stats)
+    assert len(body["results"]) == 5
+    assert clock.sleeps == [300.0]
+    assert stats.requests == 2 and stats.retries == 1
+    assert stats.rate_limit_wait_seconds == 300.0
+
+
+def test_a_retry_after_beyond_the_retry_budget_gives_up_at_once_naming_the_request(fake_notion):
+    fake_notion.inject(Fault("status", status=429, retry_after="3600", times=None))
+    clock = FakeClock()
+    caller = NotionCaller(
+        CallPolicy(requests_per_second=0, max_retry_seconds=600), clock=clock, sleep=clock.sleep
+    )
+    with pytest.raises(NotionRetriesExhaustedError) as caught:
+        caller.call("POST", QUERY_PATH, _query(_client(fake_notion)), ListingStats())
+    assert f"POST {QUERY_PATH}" in str(caught.value)
+    assert "429" in str(caught.value) and "max_retry_seconds=600" in str(caught.value)
+    assert clock.sleeps == []
+    assert DEFAULT_TOKEN not in str(caught.value)
+
+
+def test_server_errors_back_off_exponentially_and_are_bounded(fake_notion):
+    fake_notion.inject(Fault("status", status=503, times=None))
+    clock = FakeClock()
+    policy = CallPolicy(
+        requests_per_second=0,
+        max_retry_seconds=100,
+        initial_backoff_seconds=1,
+        max_backoff_seconds=16,
+    )
+    caller = NotionCaller(policy, clock=clock, sleep=clock.sleep, jitter=lambda: 1.0)
+    stats = ListingStats()
+    with pytest.raises(NotionRetriesExhaustedError, match="503"):
+        caller.call("POST", QUERY_PATH, _query(_client(fake_notion)), stats)
+    assert clock.sleeps == [1, 2, 4, 8, 16, 16, 16, 16, 16]
+    assert sum(clock.sleeps) <= 100
+    assert stats.rate_limit_wait_seconds == 0 and stats.retries == len(clock.sleeps)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("status", status=500, times=2),
+        Fault("status", status=502, html=True, times=2),
+        Fault("status", status=504, times=1),
+        Fault("status", status=529, times=1),
+        Fault("disconnect", times=2),
+        Fault("slow", delay=2.5, times=1),  # longer than the client's 2 s timeout
+    ],
+    ids=["500", "502-html", "504", "529", "connection-dropped", "timeout"],
+)
+def test_transient_failures_are_retried_until_success(fake_notion, fault):
+    fake_notion.seed_sample(10)
+    fake_notion.inject(fault)
+    caller = NotionCaller(CallPolicy(requests_per_second=0, initial_backoff_seconds=0.01))
+    stats = ListingStats()
+    body = caller.call("POST", QUERY_PATH, _query(_client(fake_notion)), stats)
+    assert len(body["results"]) == 5
+    assert stats.retries == fault.times
+
+
+def test_a_connection_refused_is_retried_then_reported(fake_notion):
+    url = fake_notion.url
+    fake_notion.stop()
+    client = Client(auth=DEFAULT_TOKEN, base_url=url, retry=False)
+    caller = NotionCaller(
+        CallPolicy(requests_per_second=0, max_retry_seconds=0.3, initial_backoff_seconds=0.05)
+    )
+    with pytest.raises(NotionRetriesExhaustedError, match="ConnectError"):
+        caller.call("POST", QUERY_PATH, _query(client), ListingStats())
+
+
+def test_pacing_spaces_requests_to_the_average_rate():
+    clock = FakeClock()
+    pacer = Pacer(3.0, clock=clock, sleep=clock.sleep)
+    starts = []
+    for _ in range(7):
+        pacer.wait()
+        starts.append(clock.now)
+        clock.now += 0.05  # the request itself
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(gap == pytest.approx(1 / 3) for gap in gaps)
+    assert Pacer(0).wait() == 0.0
+
+
+def test_pacing_against_a_live_server(fake_notion):
+    fake_notion.seed_sample(10)
+    caller = NotionCaller(CallPolicy(requests_per_second=20))
+    stats = ListingStats()
+    query = _query(_client(fake_notion))
+    started = time.monotonic()
+    for _ in range(11):
+        caller.call("POST", QUERY_PATH, query, stats)
+    assert time.monotonic() - started >= 10 / 20 * 0.95
+    assert stats.pacing_wait_seconds > 0.3
+
+
+def test_retry_after_header_forms():
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "120"})) == 120
+    assert retry_after_seconds(httpx.Headers({})) is None
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "soon"})) is None
+    future = time.time() + 90
+    header = format_datetime(
+        __import__("datetime").datetime.fromtimestamp(future, __import__("datetime").UTC),
+        usegmt=True,
+    )
+    assert retry_after_seconds(httpx.Headers({"Retry-After": header})) == pytest.approx(90, abs=2)
