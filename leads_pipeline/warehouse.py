@@ -112,6 +112,9 @@ class Warehouse:
             tables: The tables to create or replace, keyed by qualified name.
         """
         with self._writer_lock():
+            # Holding the lock, any staging file left is from a writer that was killed.
+            for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
             staging = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
             try:
                 if self.path.exists():
