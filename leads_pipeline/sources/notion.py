@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -127,6 +128,30 @@ class _Progress:
             f"({done:.0%} of the edit-time range): roughly {left} pages and "
             f"{left / rate:.0f} s left"
         )
+
+
+class _Pending:
+    """One request running in a daemon thread (it never keeps the process alive)."""
+
+    def __init__(self, send):
+        self._done = threading.Event()
+        self._value = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, args=(send,), daemon=True).start()
+
+    def _run(self, send) -> None:
+        try:
+            self._value = send()
+        except BaseException as error:  # handed to the consumer by result()
+            self._error = error
+        finally:
+            self._done.set()
+
+    def result(self):
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 @dataclass
@@ -346,18 +371,31 @@ class NotionLeadsSource(LeadsSource):
         self, data_source_id: str, window: _Window, stats: ListingStats, progress: _Progress
     ) -> Generator[list[dict], None, str | None]:
         """Pages through one query, yielding batches; returns None at the end of the data, else
-        why it stopped early (the 10,000-row limit, a rejected cursor)."""
-        cursor = None
-        while True:
+        why it stopped early (the 10,000-row limit, a rejected cursor).
+
+        The next page is requested as soon as the cursor is known, so Notion's answer time
+        overlaps with the caller's work on the batch just yielded.
+        """
+
+        def request(cursor: str | None) -> _Pending:
             body: dict = {"sorts": _ASCENDING, "page_size": self.page_size}
             if window.start is not None:
                 body["filter"] = _edited_filter("on_or_after", window.start)
             if cursor is not None:
                 body["start_cursor"] = cursor
+            return _Pending(lambda: self._query(data_source_id, body, stats, progress.log))
+
+        pending = request(None)
+        while True:
             try:
-                response = self._query(data_source_id, body, stats, progress.log)
+                response = pending.result()
             except InvalidCursorError as error:
                 return f"{_CURSOR_REJECTED} ({error})"
+            incomplete = (response.get("request_status") or {}).get("type") == "incomplete"
+            cursor = response.get("next_cursor")
+            more = bool(response.get("has_more") and cursor) and not incomplete
+            if more:
+                pending = request(cursor)
             batch = [
                 page
                 for page in response.get("results", ())
@@ -370,11 +408,9 @@ class NotionLeadsSource(LeadsSource):
                 progress.first_edit = _instant(batch[0]["last_edited_time"])
             if batch:
                 yield batch
-            status = (response.get("request_status") or {}).get("type")
-            if status == "incomplete":
+            if incomplete:
                 return _CAPPED
-            cursor = response.get("next_cursor")
-            if not response.get("has_more") or not cursor:
+            if not more:
                 return None
             if progress.due():
                 if not progress.probed:

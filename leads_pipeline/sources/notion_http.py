@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ class CallPolicy:
 
 
 class Pacer:
-    """Spaces request starts ``1 / rate`` seconds apart (an average, no bursts)."""
+    """Spaces request starts ``1 / rate`` seconds apart (an average, no bursts); thread-safe."""
 
     def __init__(
         self,
@@ -79,18 +80,20 @@ class Pacer:
         self.clock = clock
         self.sleep = sleep
         self._next = float("-inf")
+        self._lock = threading.Lock()
 
     def wait(self) -> float:
         """Blocks until the next request may start; returns the seconds slept."""
         if self.interval == 0.0:
             return 0.0
-        now = self.clock()
-        delay = self._next - now
+        with self._lock:
+            now = self.clock()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        delay = start - now
         if delay > 0:
             self.sleep(delay)
-            now = self._next
-        self._next = now + self.interval
-        return max(delay, 0.0)
+        return delay
 
 
 def retry_after_seconds(headers: httpx.Headers | None, now: float | None = None) -> float | None:
