@@ -168,6 +168,7 @@ def _maintain(
 
 @dg.job(
     name="maintain_lake",
+    executor_def=dg.in_process_executor,
     description="Delta upkeep: compacts small files and vacuums files older than the retention "
     "(168 h by default). Runs in the lake pool, so never alongside a sync.",
 )
