@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -51,7 +52,7 @@ def pages_to_raw(pages: Iterable[dict], synced_at: datetime) -> pa.Table:
         ValueError: If a page lacks its ``id``.
     """
     ids, created, edited, trashed, urls, properties = [], [], [], [], [], []
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    dumps = orjson.dumps  # compact UTF-8 JSON, key order kept: the verbatim text, 10x json's speed
     for page in pages:
         page_id = page.get("id")
         if not page_id:
@@ -71,7 +72,7 @@ def pages_to_raw(pages: Iterable[dict], synced_at: datetime) -> pa.Table:
             "last_edited_time": pa.array(edited, pa.string()).cast(_TS),
             "in_trash": trash,
             "url": pa.array(urls, pa.string()),
-            "properties_json": pa.array(properties, pa.string()),
+            "properties_json": pa.array(properties, pa.binary()).cast(pa.string()),
             "synced_at": synced,
             "deleted_at": pc.if_else(trash, synced, pa.scalar(None, _TS)),
         },

@@ -1,0 +1,334 @@
+"""Lake and warehouse at scale (issue 4): 1,000,000 leads, generated in-process (no HTTP).
+
+Prints, for each phase run in a fresh subprocess, the wall time and the peak RSS:
+
+* ``initial``: the first sync of N pages (raw → leads → weekly and monthly counts);
+* ``changes``: a sync of 10,000 changed and 1,000 trashed pages into that lake;
+* ``aggregate``: weekly + monthly aggregation of ``leads``, and the old service's UNPIVOT/PIVOT SQL;
+* ``parse``: N page objects → typed leads rows, our path (JSON kept verbatim, parsed in DuckDB);
+* ``naive``: the naive path on the same pages — per-row pydantic models, ``polars.from_dicts``, a
+  full table rewrite and the old SQL.
+
+Usage::
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python benchmarks/lake_scale.py --leads 1000000
+"""
+
+import argparse
+import datetime as dt
+import functools
+import json
+import logging
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+TEMPLATES = 20_000
+CHANGED = 10_000
+TRASHED = 1_000
+CHANGE_TIME = "2026-02-01T09:00:00.000Z"
+
+
+def page_stream(count: int, batch: int = 1000) -> Iterator[list[dict]]:
+    """``count`` distinct pages built from 20,000 generated templates (same JSON, new ids)."""
+    from leads_pipeline.sample_data import generate_pages
+
+    templates = generate_pages(min(count, TEMPLATES), 11)
+    for start in range(0, count, batch):
+        pages = []
+        for i in range(start, min(start + batch, count)):
+            page_id = str(uuid.UUID(int=i + 1, version=4))
+            template = templates[i % len(templates)]
+            pages.append({**template, "id": page_id, "url": f"https://www.notion.so/{page_id}"})
+        yield pages
+
+
+@functools.cache
+def changed_pages(count: int) -> list[dict]:
+    """10,000 edited pages and 1,000 trashed ones, spread over the whole table."""
+    step = count // (CHANGED + TRASHED)
+    wanted = {i * step for i in range(CHANGED + TRASHED)}
+    out = []
+    index = -1
+    for pages in page_stream(count):
+        for page in pages:
+            index += 1
+            if index not in wanted:
+                continue
+            page = json.loads(json.dumps(page))
+            page["last_edited_time"] = CHANGE_TIME
+            if len(out) < CHANGED:
+                page["properties"]["Statut"]["status"] = {
+                    "id": "w",
+                    "name": "Gagné",
+                    "color": "green",
+                }
+                page["properties"]["Date de relance"]["date"] = {
+                    "start": "2026-01-30",
+                    "end": None,
+                    "time_zone": None,
+                }
+            else:
+                page["in_trash"] = True
+            out.append(page)
+    return out
+
+
+def bench_source_class():
+    from pydantic import Field
+
+    from leads_pipeline.sample_data import SAMPLE_SCHEMA
+    from leads_pipeline.sources.base import LeadsSource, ListingStats
+
+    class BenchSource(LeadsSource):
+        leads: int = Field(default=1_000_000)
+
+        @property
+        def source_name(self) -> str:
+            return "sample"
+
+        def identity(self) -> str:
+            return "bench"
+
+        def data_source_schema(self) -> Mapping[str, Mapping]:
+            return SAMPLE_SCHEMA
+
+        def list_pages(self, *, edited_on_or_after, stats: ListingStats, log=None):
+            if edited_on_or_after is None:
+                for pages in page_stream(self.leads):
+                    stats.requests += 10
+                    stats.pages += len(pages)
+                    yield pages
+            else:
+                pages = changed_pages(self.leads)
+                stats.pages += len(pages)
+                yield pages
+
+        def latest_edit(self, *, after, stats):
+            return None
+
+    return BenchSource
+
+
+def run_sync(workdir: Path, leads: int) -> dict:
+    import dagster as dg
+
+    from leads_pipeline.assets import analytics, ingestion
+    from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
+
+    resources = {
+        "source": bench_source_class()(leads=leads),
+        "lake": LakeResource(uri=str(workdir / "lake")),
+        "warehouse": WarehouseResource(path=str(workdir / "warehouse.duckdb")),
+        "property_map": PropertyMapResource(),
+    }
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    started = time.perf_counter()
+    result = dg.materialize([*ingestion.ASSETS, *analytics.ASSETS], resources=resources)
+    seconds = time.perf_counter() - started
+    assert result.success
+    steps = {
+        e.step_key: round(e.event_specific_data.duration_ms / 1000, 2)
+        for e in result.all_events
+        if e.event_type_value == "STEP_SUCCESS"
+    }
+    return {"seconds": round(seconds, 2), "steps": steps}
+
+
+def phase_initial(workdir: Path, leads: int) -> dict:
+    return run_sync(workdir, leads)
+
+
+def phase_changes(workdir: Path, leads: int) -> dict:
+    changes = changed_pages(leads)  # built before timing: it stands for Notion's answer
+    assert len(changes) == CHANGED + TRASHED
+    result = run_sync(workdir, leads)
+    from deltalake import DeltaTable
+
+    result["leads_rows_after"] = (
+        DeltaTable(str(workdir / "lake" / "leads")).to_pyarrow_dataset().count_rows()
+    )
+    return result
+
+
+OLD_SQL = """
+WITH unpivoted_and_monthly AS (
+  SELECT DATE_TRUNC('{unit}', date) AS periode, type_evenement, date
+  FROM (UNPIVOT leads ON date_appel_booke, date_appel_propose, date_prise_contact, date_relance,
+        date_reponse_prospect INTO NAME type_evenement VALUE date)
+  WHERE date IS NOT NULL
+)
+PIVOT unpivoted_and_monthly ON type_evenement USING COUNT(date) GROUP BY periode ORDER BY periode
+"""
+
+
+def phase_aggregate(workdir: Path, leads: int) -> dict:
+    import duckdb
+    from deltalake import DeltaTable
+
+    from leads_pipeline.warehouse import compute_event_counts
+
+    dataset = DeltaTable(str(workdir / "lake" / "leads")).to_pyarrow_dataset()
+    ours, old = [], []
+    for _ in range(5):
+        started = time.perf_counter()
+        compute_event_counts(dataset, "week")
+        compute_event_counts(dataset, "month")
+        ours.append(time.perf_counter() - started)
+        con = duckdb.connect()
+        con.register("leads", dataset)
+        started = time.perf_counter()
+        con.sql(OLD_SQL.format(unit="week")).fetchall()
+        con.sql(OLD_SQL.format(unit="month")).fetchall()
+        old.append(time.perf_counter() - started)
+        con.close()
+    return {
+        "ours_seconds": round(min(ours), 3),
+        "old_sql_seconds": round(min(old), 3),
+        "rows": dataset.count_rows(),
+    }
+
+
+def phase_parse(workdir: Path, leads: int) -> dict:
+    from leads_pipeline.parsing import parse_pages
+    from leads_pipeline.property_map import load_property_map, resolve
+    from leads_pipeline.raw_store import pages_to_raw
+    from leads_pipeline.sample_data import SAMPLE_SCHEMA
+
+    now = dt.datetime.now(dt.UTC)
+    columns = resolve(load_property_map(), SAMPLE_SCHEMA)
+    batches = list(page_stream(leads, batch=100_000))
+    started = time.perf_counter()
+    raw = [pages_to_raw(pages, now) for pages in batches]
+    to_raw = time.perf_counter() - started
+    rows = sum(parse_pages(r, columns, SAMPLE_SCHEMA, now).leads.num_rows for r in raw)
+    total = time.perf_counter() - started
+    assert rows == leads
+    return {
+        "seconds": round(total, 2),
+        "pages_to_raw_seconds": round(to_raw, 2),
+        "parse_seconds": round(total - to_raw, 2),
+    }
+
+
+def phase_naive(workdir: Path, leads: int) -> dict:
+    import duckdb
+    import polars as pl
+    from deltalake import DeltaTable, write_deltalake
+    from pydantic import BaseModel
+
+    class Lead(BaseModel):
+        id: str
+        nom: str
+        email: str | None
+        telephone: str | None
+        date_prise_contact: dt.datetime | None
+        date_appel_booke: dt.datetime | None
+        date_appel_propose: dt.datetime | None
+        date_relance: dt.datetime | None
+        date_reponse_prospect: dt.datetime | None
+        statut: str
+
+    def date_of(prop):
+        value = prop.get("date")
+        return value["start"] if value else None
+
+    def transform_notion_data(page: dict) -> dict:
+        p = page["properties"]
+        return {
+            "id": page["id"],
+            "nom": "".join(t["plain_text"] for t in p["Nom"]["title"]),
+            "email": p["Email"]["email"],
+            "telephone": p["Téléphone"]["phone_number"],
+            "date_prise_contact": date_of(p["Date de prise de contact"]),
+            "date_appel_booke": date_of(p["Date d'appel booké"]),
+            "date_appel_propose": date_of(p["Date d'appel proposé"]),
+            "date_relance": date_of(p["Date de relance"]),
+            "date_reponse_prospect": date_of(p["Date de réponse du prospect"]),
+            "statut": (p["Statut"]["status"] or {}).get("name", ""),
+        }
+
+    batches = list(page_stream(leads, batch=100_000))
+    started = time.perf_counter()
+    models = [Lead(**transform_notion_data(page)) for pages in batches for page in pages]
+    pydantic_seconds = time.perf_counter() - started
+    # Normalising: naive and offset datetimes mixed would make polars fail.
+    records = [
+        {
+            k: v.replace(tzinfo=None) if isinstance(v, dt.datetime) else v
+            for k, v in m.model_dump().items()
+        }
+        for m in models
+    ]
+    frame = pl.from_dicts(records, infer_schema_length=None)
+    parse_seconds = time.perf_counter() - started
+    table = frame.to_arrow()
+    target = str(workdir / "naive_leads")
+    write_deltalake(target, table, mode="overwrite")
+    write_seconds = time.perf_counter() - started - parse_seconds
+    con = duckdb.connect()
+    con.register("leads", DeltaTable(target).to_pyarrow_dataset())
+    s = time.perf_counter()
+    con.sql(OLD_SQL.format(unit="week")).fetchall()
+    con.sql(OLD_SQL.format(unit="month")).fetchall()
+    return {
+        "parse_seconds": round(parse_seconds, 2),
+        "pydantic_seconds": round(pydantic_seconds, 2),
+        "full_rewrite_seconds": round(write_seconds, 2),
+        "old_sql_seconds": round(time.perf_counter() - s, 3),
+    }
+
+
+PHASES = {
+    "initial": phase_initial,
+    "changes": phase_changes,
+    "aggregate": phase_aggregate,
+    "parse": phase_parse,
+    "naive": phase_naive,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--phase", choices=PHASES)
+    parser.add_argument("--phases", default=",".join(PHASES))
+    args = parser.parse_args()
+    if args.phase:
+        figures = PHASES[args.phase](args.workdir, args.leads)
+        figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(json.dumps(figures))
+        return
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lake_scale_"))
+    print(f"leads: {args.leads:,}  workdir: {workdir}")
+    for phase in args.phases.split(","):
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--phase",
+                phase,
+                "--workdir",
+                str(workdir),
+                "--leads",
+                str(args.leads),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode:
+            print(f"{phase}: FAILED\n{out.stderr[-3000:]}")
+            sys.exit(1)
+        print(f"{phase}: {out.stdout.strip().splitlines()[-1]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
