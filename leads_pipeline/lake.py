@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
@@ -105,17 +106,66 @@ class DeltaLake:
                 return value
         return None
 
-    def ensure(self, name: str, schema: pa.Schema, metadata: Mapping[str, str] | None = None):
-        """Creates the table with ``schema`` if it does not exist yet."""
+    def ensure(
+        self,
+        name: str,
+        schema: pa.Schema,
+        metadata: Mapping[str, str] | None = None,
+        configuration: Mapping[str, str] | None = None,
+    ):
+        """Creates the table with ``schema`` (and Delta ``configuration``) if it does not exist."""
         if self.load(name) is None:
             DeltaTable.create(
                 self.table_uri(name),
                 schema,
                 mode="ignore",
                 name=name,
+                configuration=dict(configuration) if configuration else None,
                 storage_options=self.storage_options,
                 commit_properties=_commit_properties(metadata),
             )
+
+    def changes(
+        self, name: str, after_version: int, up_to_version: int, columns: list[str]
+    ) -> pa.Table | None:
+        """Rows inserted or updated in versions ``after_version + 1 .. up_to_version``.
+
+        Reads Delta's change data feed, so only the changed rows are read, never the whole table.
+        When a row changed several times, only its latest state is returned.
+
+        Returns:
+            The rows, or None when the feed cannot answer (not enabled, or vacuumed away).
+        """
+        table = self.load(name)
+        if table is None:
+            return None
+        table_schema = pa.schema(table.schema().to_arrow())
+        if after_version >= up_to_version:
+            return pa.schema([table_schema.field(c) for c in columns]).empty_table()
+        try:
+            feed = table.load_cdf(
+                starting_version=after_version + 1,
+                ending_version=up_to_version,
+                columns=[*columns, "_change_type", "_commit_version"],
+            )
+            rows = pa.table(feed.read_all())
+        except Exception:  # the feed is an optimisation: any failure means "read it all"
+            return None
+        wanted = pa.schema(
+            [table_schema.field(c) for c in columns]
+            + [pa.field("_change_type", pa.string()), pa.field("_commit_version", pa.int64())]
+        )
+        rows = rows.select(wanted.names).cast(wanted)  # the feed may use string views
+        kept = rows.filter(pc.is_in(rows["_change_type"], pa.array(["insert", "update_postimage"])))
+        key = columns[0]
+        latest = kept.group_by(key).aggregate([("_commit_version", "max")])
+        newest = kept.join(
+            latest,
+            keys=[key, "_commit_version"],
+            right_keys=[key, "_commit_version_max"],
+            join_type="inner",
+        )
+        return newest.select(columns)
 
     def upsert(
         self,
@@ -128,6 +178,7 @@ class DeltaLake:
         delete_updates: Mapping[str, str] | None = None,
         also_update_when: str | None = None,
         delete_when: str | None = None,
+        configuration: Mapping[str, str] | None = None,
     ) -> WriteOutcome:
         """Merges ``source`` into table ``name`` by ``key`` in one commit.
 
@@ -146,12 +197,13 @@ class DeltaLake:
             delete_updates: Column → SQL expression for soft deletes.
             also_update_when: Extra SQL condition (``s``/``t`` aliases) that makes a row differ.
             delete_when: Extra SQL condition a ``"delete"`` row must meet to act.
+            configuration: Delta table configuration used if the table is created.
 
         Returns:
             Counts of inserted, updated and deleted rows, and the new version if a commit was made.
         """
         data_schema = source.schema.remove(source.schema.get_field_index(ACTION))
-        self.ensure(name, data_schema, metadata)
+        self.ensure(name, data_schema, metadata, configuration)
         if source.num_rows == 0:
             return WriteOutcome(version=self.load(name).version())
         ignored = set(ignore_in_comparison) | {key, ACTION}

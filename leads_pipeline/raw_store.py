@@ -153,6 +153,8 @@ def merge_raw(
         delete_updates={"deleted_at": "s.deleted_at", "synced_at": "s.synced_at"},
         delete_when="t.deleted_at IS NULL",
         also_update_when="(s.deleted_at IS NULL) <> (t.deleted_at IS NULL)",
+        # The change data feed lets leads read only the rows each sync changed.
+        configuration={"delta.enableChangeDataFeed": "true"},
     )
     # Soft deletes are updates to Delta; report them as deletions. delete_when guarantees that
     # every id in deleted_ids was live, so each one was marked exactly once.

@@ -1,7 +1,8 @@
 """Derives ``leads`` and ``lead_quality_issues`` from ``raw_notion_leads``.
 
-Only raw rows synced since the last derivation are parsed (the mark is kept in the tables' own
-Delta commit metadata, so a fresh Dagster instance resumes correctly). A changed property map, a
+Only raw rows changed since the last derivation are parsed: the raw table's Delta change data feed
+gives them without scanning the table, and the raw version derived from is kept in the tables' own
+commit metadata, so a fresh Dagster instance resumes correctly. A changed property map, a
 missing mark or an explicit rebuild re-derives everything from raw, without one call to Notion.
 """
 
@@ -14,7 +15,6 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from leads_pipeline.lake import ACTION, DELETE, UPSERT, DeltaLake, WriteOutcome
 from leads_pipeline.parsing import ISSUES_SCHEMA, leads_schema, parse_pages
@@ -23,7 +23,7 @@ from leads_pipeline.raw_store import RAW_TABLE
 
 LEADS_TABLE = "leads"
 ISSUES_TABLE = "lead_quality_issues"
-MARK_KEY = "raw_synced_through"
+MARK_KEY = "raw_version"
 MAP_KEY = "property_map"
 
 _BATCH_ROWS = 100_000
@@ -54,9 +54,10 @@ class DeriveOutcome:
     issues_table: pa.Table
 
 
-def _mark(lake: DeltaLake, table: str) -> datetime | None:
+def _mark(lake: DeltaLake, table: str) -> int | None:
+    """The version of raw_notion_leads that ``table`` was last derived from."""
     value = lake.commit_value(table, MARK_KEY)
-    return datetime.fromisoformat(value) if value else None
+    return int(value) if value else None
 
 
 def derive_leads(
@@ -91,21 +92,19 @@ def derive_leads(
         raise RawTableMissingError(
             "raw_notion_leads does not exist yet: materialize it first (job sync_leads)."
         )
-    dataset = raw.to_pyarrow_dataset()
-    through = pc.max(dataset.to_table(columns=["synced_at"])["synced_at"]).as_py()
+    through = raw.version()
     marks = [_mark(lake, LEADS_TABLE), _mark(lake, ISSUES_TABLE)]
     full = rebuild or None in marks or lake.commit_value(LEADS_TABLE, MAP_KEY) != map_fingerprint
-    row_filter = (
-        None
-        if full
-        else ds.field("synced_at") > pa.scalar(min(marks), pa.timestamp("us", tz="UTC"))
-    )
+    changed = None if full else lake.changes(RAW_TABLE, min(marks), through, _RAW_COLUMNS)
+    if changed is None:
+        full = True
+        batches = raw.to_pyarrow_dataset().to_batches(columns=_RAW_COLUMNS, batch_size=_BATCH_ROWS)
+    else:
+        batches = changed.to_batches(max_chunksize=_BATCH_ROWS)
 
     lead_parts, issue_parts, gone_parts, affected_parts = [], [], [], []
     processed = 0
-    for batch in dataset.to_batches(
-        columns=_RAW_COLUMNS, filter=row_filter, batch_size=_BATCH_ROWS
-    ):
+    for batch in batches:
         if batch.num_rows == 0:
             continue
         chunk = pa.Table.from_batches([batch])
@@ -135,7 +134,7 @@ def derive_leads(
             )
             gone = pa.concat_arrays([gone, orphans.combine_chunks()])
 
-    commit_metadata = {**(metadata or {}), MARK_KEY: through.isoformat(), MAP_KEY: map_fingerprint}
+    commit_metadata = {**(metadata or {}), MARK_KEY: str(through), MAP_KEY: map_fingerprint}
     upserts = parsed_leads.append_column(
         ACTION, pa.array([UPSERT] * parsed_leads.num_rows, pa.string())
     )

@@ -63,6 +63,9 @@ def test_inserts_updates_and_deletions_across_syncs(ws):
     assert raw_meta["mode"].value == "incremental"
     assert raw_meta["rows_inserted"].value == 5
     assert raw_meta["rows_updated"].value == 2
+    # leads reads only the changed raw rows, from the Delta change data feed.
+    leads_meta = metadata_of(second, "leads")
+    assert (leads_meta["mode"].value, leads_meta["raw_rows_processed"].value) == ("incremental", 7)
     # The query hides trashed pages: an incremental sync cannot see the deletion yet.
     assert pages[7]["id"] in actual_leads(ws)
     assert {k: v for k, v in actual_leads(ws).items() if k != pages[7]["id"]} == expected_leads(
