@@ -263,6 +263,37 @@ class DeltaLake:
 
         return _retry_on_conflict(merge)
 
+    def append(
+        self,
+        name: str,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        metadata: Mapping[str, str] | None = None,
+        configuration: Mapping[str, str] | None = None,
+    ) -> WriteOutcome:
+        """Appends a stream of rows in one commit (creating the table if needed).
+
+        Appends never conflict with each other in Delta, so the stream is consumed once.
+        """
+        self.ensure(name, schema, metadata, configuration)
+        counted = 0
+
+        def counting() -> Iterable[pa.RecordBatch]:
+            nonlocal counted
+            for batch in batches:
+                counted += batch.num_rows
+                yield batch
+
+        write_deltalake(
+            self.table_uri(name),
+            pa.RecordBatchReader.from_batches(schema, counting()),
+            mode="append",
+            storage_options=self.storage_options,
+            commit_properties=_commit_properties(metadata),
+        )
+        return WriteOutcome(inserted=counted, version=self.load(name).version(), committed=True)
+
     def replace(
         self, name: str, data: pa.Table, *, metadata: Mapping[str, str] | None = None
     ) -> WriteOutcome:

@@ -88,13 +88,16 @@ class RawState:
     live_ids: pa.Array
     source: str | None
     rows: int
+    keys: pa.Table | None  # page_id, last_edited_time, in_trash, deleted_at of every row
 
 
 def read_state(lake: DeltaLake) -> RawState:
     """Reads the watermark (newest ``last_edited_time``), live page ids and recorded source."""
-    table = lake.read(RAW_TABLE, columns=["page_id", "last_edited_time", "deleted_at"])
+    table = lake.read(RAW_TABLE, columns=["page_id", "last_edited_time", "in_trash", "deleted_at"])
     if table is None:
-        return RawState(watermark=None, live_ids=pa.array([], pa.string()), source=None, rows=0)
+        return RawState(
+            watermark=None, live_ids=pa.array([], pa.string()), source=None, rows=0, keys=None
+        )
     watermark = pc.max(table["last_edited_time"]).as_py()
     live = table.filter(pc.is_null(table["deleted_at"]))["page_id"].combine_chunks()
     return RawState(
@@ -102,6 +105,7 @@ def read_state(lake: DeltaLake) -> RawState:
         live_ids=live,
         source=lake.commit_value(RAW_TABLE, "source_identity"),
         rows=table.num_rows,
+        keys=table,
     )
 
 
@@ -160,6 +164,19 @@ def merge_raw(
     # every id in deleted_ids was live, so each one was marked exactly once.
     marked = len(deleted_ids) if outcome.committed else 0
     return dataclasses.replace(outcome, updated=outcome.updated - marked, deleted=marked)
+
+
+def append_raw(
+    lake: DeltaLake, batches: Iterable[pa.RecordBatch], metadata: dict[str, str]
+) -> WriteOutcome:
+    """Writes the first pages of an empty raw table as one streamed append (bounded memory)."""
+    return lake.append(
+        RAW_TABLE,
+        RAW_SCHEMA,
+        batches,
+        metadata=metadata,
+        configuration={"delta.enableChangeDataFeed": "true"},
+    )
 
 
 SCHEMA_TABLE = "_data_source_schema"

@@ -12,9 +12,9 @@ from leads_pipeline.metadata import markdown_preview
 from leads_pipeline.pools import LAKE_POOL
 from leads_pipeline.property_map import bindings, resolve
 from leads_pipeline.raw_store import (
-    RAW_SCHEMA,
     RAW_TABLE,
     WATERMARK_MARGIN,
+    append_raw,
     check_source,
     load_schema,
     merge_raw,
@@ -24,6 +24,7 @@ from leads_pipeline.raw_store import (
 )
 from leads_pipeline.resources import LakeResource, PropertyMapResource
 from leads_pipeline.sources.base import LeadsSource, ListingStats
+from leads_pipeline.spool import RawSpool
 from leads_pipeline.transform import ISSUES_TABLE, LEADS_TABLE, derive_leads
 
 GROUP = "ingestion"
@@ -47,17 +48,6 @@ class LeadsConfig(dg.Config):
         description="Re-derive both tables from every row of raw_notion_leads (no Notion call), "
         "e.g. after editing the property map.",
     )
-
-
-def _dedupe_latest(rows: pa.Table) -> pa.Table:
-    """Keeps one row per page: the most recently edited (a page can be listed twice)."""
-    if pc.count_distinct(rows["page_id"]).as_py() == rows.num_rows:
-        return rows
-    order = rows.sort_by([("page_id", "ascending"), ("last_edited_time", "descending")])
-    ids = order["page_id"]
-    first = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
-    keep = pa.concat_arrays([pa.array([True]), first.combine_chunks()])
-    return order.filter(keep)
 
 
 @dg.asset(
@@ -98,31 +88,37 @@ def raw_notion_leads(
         f" from {source.source_name}."
     )
     stats = ListingStats()
-    parts = []
-    for batch in source.list_pages(edited_on_or_after=since, stats=stats, log=context.log):
-        if truncatable:
-            batch = source.complete_truncated(batch, truncatable, stats=stats)
-        parts.append(pages_to_raw(batch, synced_at))
-    fetched = _dedupe_latest(pa.concat_tables(parts)) if parts else RAW_SCHEMA.empty_table()
-    if full:
-        listed = fetched["page_id"]
-        deleted_ids = pc.filter(state.live_ids, pc.invert(pc.is_in(state.live_ids, listed)))
-    else:
-        deleted_ids = pa.array([], pa.string())
     commit_metadata = {"source": source.source_name, "source_identity": source.identity()}
-    store_schema(store, schema, bindings(mapping, columns), commit_metadata)
-    outcome = merge_raw(store, fetched, deleted_ids, synced_at, commit_metadata)
+    with RawSpool() as spool:
+        for batch in source.list_pages(edited_on_or_after=since, stats=stats, log=context.log):
+            if truncatable:
+                batch = source.complete_truncated(batch, truncatable, stats=stats)
+            spool.append(pages_to_raw(batch, synced_at))
+        unchanged_before = None if state.watermark is None else state.watermark - WATERMARK_MARGIN
+        keep = spool.select(state.keys, unchanged_before)
+        listed = spool.keys()["page_id"]
+        if full:
+            deleted_ids = pc.filter(state.live_ids, pc.invert(pc.is_in(state.live_ids, listed)))
+        else:
+            deleted_ids = pa.array([], pa.string())
+        store_schema(store, schema, bindings(mapping, columns), commit_metadata)
+        if state.rows == 0:
+            outcome = append_raw(store, spool.batches(keep), commit_metadata)
+        else:
+            outcome = merge_raw(store, spool.read(keep), deleted_ids, synced_at, commit_metadata)
+        tail = spool.keys().slice(max(spool.rows - 10, 0))
+    pages_fetched = spool.rows
 
     table = store.load(RAW_TABLE)
     dataset = table.to_pyarrow_dataset()
     watermark = pc.max(dataset.to_table(columns=["last_edited_time"])["last_edited_time"]).as_py()
-    preview = fetched.select(["page_id", "last_edited_time", "in_trash", "url"])
     return dg.MaterializeResult(
         metadata={
             "source": source.source_name,
             "mode": "full listing" if full else "incremental",
             "dagster/row_count": dataset.count_rows(),
-            "pages_fetched": fetched.num_rows,
+            "pages_fetched": pages_fetched,
+            "pages_written": outcome.inserted + outcome.updated,
             "requests": stats.requests,
             "retries": stats.retries,
             "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
@@ -135,7 +131,7 @@ def raw_notion_leads(
             "delta_committed": outcome.committed,
             "watermark": watermark.isoformat() if watermark else "",
             "table_uri": store.table_uri(RAW_TABLE),
-            "preview": markdown_preview(preview.slice(max(preview.num_rows - 10, 0))),
+            "preview": markdown_preview(tail),
         }
     )
 

@@ -1,0 +1,52 @@
+"""The listing spool: one row per page, unchanged old rows skipped, recent ones always kept."""
+
+import datetime as dt
+
+import pyarrow as pa
+
+from leads_pipeline.raw_store import pages_to_raw
+from leads_pipeline.spool import RawSpool
+from leads_pipeline_tests.pages import make_page
+
+NOW = dt.datetime(2025, 3, 10, tzinfo=dt.UTC)
+TS = pa.timestamp("us", tz="UTC")
+
+
+def stamp(text):
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_select_dedupes_and_skips_only_certainly_unchanged_rows():
+    old = "2025-03-01T10:00:00.000Z"
+    recent = "2025-03-09T10:00:00.000Z"
+    with RawSpool() as spool:
+        spool.append(pages_to_raw([make_page("a", edited=old), make_page("b", edited=old)], NOW))
+        spool.append(
+            pages_to_raw(
+                [
+                    make_page("a", edited=recent),
+                    make_page("c", edited=recent),
+                    make_page("d", edited=old),
+                ],
+                NOW,
+            )
+        )
+        stored = pa.table(
+            {
+                "page_id": ["a", "b", "c", "d"],
+                "last_edited_time": pa.array(
+                    [stamp(old), stamp(old), stamp(recent), stamp(old)], TS
+                ),
+                "in_trash": [False, False, False, False],
+                "deleted_at": pa.array([None, None, None, NOW], TS),
+            }
+        )
+        keep = spool.select(stored, unchanged_before=stamp("2025-03-09T09:58:00.000Z"))
+        # a: only its latest listing; b: same old edit, skipped; c: same minute as the
+        # watermark, kept for a full comparison; d: deleted in raw, kept to be restored.
+        assert keep.to_pylist() == [False, False, True, True, True]
+        assert spool.read(keep)["page_id"].to_pylist() == ["a", "c", "d"]
+        assert spool.rows == 5
+        assert [b.num_rows for b in spool.batches()] == [2, 3]
+        everything = spool.select(None, None)
+        assert everything.to_pylist() == [False, True, True, True, True]
