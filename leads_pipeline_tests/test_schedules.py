@@ -121,10 +121,15 @@ def test_ticks_follow_paris_wall_clock_across_daylight_saving():
 )
 def test_each_schedule_evaluates_to_a_run_of_its_job(name, job):
     schedule = by_name(build_schedules(NOTION_ENV))[name]
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2025, 6, 2, 2, 30, tzinfo=PARIS)
-        )
+    # The context is entered and left inside the instance's block: one left to the garbage
+    # collector would later restore a closed instance as Dagster's current one.
+    paris_night = dt.datetime(2025, 6, 2, 2, 30, tzinfo=PARIS)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=paris_night
+        ) as context,
+    ):
         data = schedule.evaluate_tick(context)
     assert data.skip_message is None
     assert len(data.run_requests) == 1

@@ -26,12 +26,13 @@ INGESTION = [*ingestion.ASSETS, *analytics.ASSETS]
 
 
 def tick(instance, resources: dict, cursor: str | None = None):
-    context = dg.build_sensor_context(
+    # The context is closed here, inside the instance's block (see test_schedules.py).
+    with dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources={"source": resources["source"], "lake": resources["lake"]},
-    )
-    return notion_changes_sensor.evaluate_tick(context)
+    ) as context:
+        return notion_changes_sensor.evaluate_tick(context)
 
 
 def sync(resources: dict, instance) -> None:
