@@ -1,25 +1,62 @@
 """An empty ``sync_leads`` of the same shape as the real one, for ``benchmarks/notion_sync.py``.
 
-It mirrors the real job's step graph (every asset op with its keys, dependencies and declared
-checks, and every standalone check) with steps that do nothing, so launching it with
-``dagster job execute -f benchmarks/notion_empty_job.py -j sync_leads`` measures Dagster's own
-cost of such a run (process start, imports, steps, event log), which the real sync adds its
-work to.
+The benchmark writes the real job's step graph (every asset op with its keys, dependencies and
+declared checks, every standalone check, and its executor) to the JSON file named by ``NOTION_BENCH_SHAPE``
+(see :func:`job_shape`); this module rebuilds that graph with steps that do nothing and without
+importing the pipeline, so ``dagster job execute -f benchmarks/notion_empty_job.py -j sync_leads``
+measures what Dagster alone costs for such a run.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import dagster as dg
 
-from leads_pipeline.definitions import defs as real_defs
-from leads_pipeline.raw_store import RAW_TABLE
 
-_graph = real_defs.resolve_asset_graph()
-_keys = dg.AssetSelection.assets(RAW_TABLE).downstream().resolve(_graph)
+def job_shape(defs: dg.Definitions, job_name: str = "sync_leads") -> dict:
+    """The step graph of ``job_name`` in ``defs`` as plain data."""
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_job_def(job_name)
+    keys = set(job.asset_layer.selected_asset_keys)
+    ops: dict[str, dict] = {}
+    for key in sorted(keys):
+        definition = graph.get(key).assets_def
+        op = ops.setdefault(
+            definition.node_def.name,
+            {
+                "keys": [],
+                "deps": {},
+                "checks": [[c.asset_key.to_user_string(), c.name] for c in definition.check_specs],
+            },
+        )
+        op["keys"].append(key.to_user_string())
+        op["deps"][key.to_user_string()] = sorted(
+            k.to_user_string() for k in graph.get(key).parent_keys & keys
+        )
+    declared = {tuple(check) for op in ops.values() for check in op["checks"]}
+    standalone = sorted(
+        [k.asset_key.to_user_string(), k.name]
+        for k in job.asset_layer.asset_graph.asset_check_keys
+        if (k.asset_key.to_user_string(), k.name) not in declared and k.asset_key in keys
+    )
+    return {"ops": ops, "checks": standalone, "executor": job.executor_def.name}
 
 
-def _empty_op(name: str, keys: list[dg.AssetKey], checks: list[dg.AssetCheckSpec]):
-    specs = [dg.AssetSpec(key, deps=sorted(_graph.get(key).parent_keys & _keys)) for key in keys]
+_EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+
+
+def _empty_op(name: str, spec: dict):
+    keys = [dg.AssetKey.from_user_string(k) for k in spec["keys"]]
+    checks = [
+        dg.AssetCheckSpec(n, asset=dg.AssetKey.from_user_string(a)) for a, n in spec["checks"]
+    ]
+    specs = [
+        dg.AssetSpec(key, deps=[dg.AssetKey.from_user_string(d) for d in spec["deps"][text]])
+        for key, text in zip(keys, spec["keys"], strict=True)
+    ]
 
     @dg.multi_asset(name=name, specs=specs, check_specs=checks)
     def _op():
@@ -31,34 +68,28 @@ def _empty_op(name: str, keys: list[dg.AssetKey], checks: list[dg.AssetCheckSpec
     return _op
 
 
-def _empty_check(key: dg.AssetCheckKey):
-    @dg.asset_check(asset=key.asset_key, name=key.name)
+def _empty_check(asset: str, name: str):
+    @dg.asset_check(asset=dg.AssetKey.from_user_string(asset), name=name)
     def _check() -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=True)
 
     return _check
 
 
-_by_op: dict = {}
-for _key in sorted(_keys):
-    _by_op.setdefault(_graph.get(_key).assets_def, []).append(_key)
-_assets = [
-    _empty_op(
-        definition.node_def.name,
-        keys,
-        [dg.AssetCheckSpec(c.name, asset=c.asset_key) for c in definition.check_specs],
+def _definitions() -> dg.Definitions:
+    shape = json.loads(Path(os.environ["NOTION_BENCH_SHAPE"]).read_text())
+    return dg.Definitions(
+        assets=[_empty_op(name, spec) for name, spec in shape["ops"].items()],
+        asset_checks=[_empty_check(asset, name) for asset, name in shape["checks"]],
+        jobs=[
+            dg.define_asset_job(
+                "sync_leads",
+                selection=dg.AssetSelection.all(),
+                executor_def=_EXECUTORS[shape.get("executor", "multiprocess")],
+            )
+        ],
     )
-    for definition, keys in _by_op.items()
-]
-_declared = {c.key for definition in _by_op for c in definition.check_specs}
-_checks = [
-    _empty_check(key)
-    for key in _graph.asset_check_keys
-    if key.asset_key in _keys and key not in _declared
-]
 
-defs = dg.Definitions(
-    assets=_assets,
-    asset_checks=_checks,
-    jobs=[dg.define_asset_job("sync_leads", selection=dg.AssetSelection.all())],
-)
+
+if "NOTION_BENCH_SHAPE" in os.environ:
+    defs = _definitions()

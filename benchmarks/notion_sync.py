@@ -43,14 +43,28 @@ from leads_pipeline.resources import (  # noqa: E402
 )
 from leads_pipeline.sources.notion import NotionLeadsSource  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from notion_empty_job import job_shape  # noqa: E402
+
 PYTHON = sys.executable
+
+
+def real_definitions() -> dg.Definitions:
+    """``leads_pipeline.definitions:defs`` as the CLI loads it (imported late: it reads env)."""
+    from leads_pipeline.definitions import defs
+
+    return defs
+
+
 DAGSTER = str(Path(PYTHON).with_name("dagster"))
 
 
 @contextlib.contextmanager
-def fake_server(pages: int, rate_limit: float | None = None):
+def fake_server(pages: int, rate_limit: float | None = None, spread_tail: bool = False):
     """Starts ``leads_pipeline_tests.fake_notion`` in its own process; yields its description."""
     command = [PYTHON, "-m", "leads_pipeline_tests.fake_notion", "--pages", str(pages)]
+    if spread_tail:
+        command.append("--spread-tail")
     if rate_limit:
         command += ["--rate-limit", str(rate_limit)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -171,27 +185,30 @@ def _cli_env(info: dict, workdir: Path, home: Path) -> dict:
 
 def _cli(args: list[str], env: dict) -> float:
     started = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [DAGSTER, "job", "execute", *args],
         cwd=ROOT,
         env=env,
-        check=True,
+        check=False,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"dagster job execute {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return round(time.perf_counter() - started, 2)
 
 
-def bench_unlimited_and_no_change(pages: int, which: set[str]) -> list[dict]:
-    results = []
-    with fake_server(pages) as info, tempfile.TemporaryDirectory() as tmp:
+def bench_unlimited_and_no_change(pages: int, which: set[str], spread_tail: bool):
+    """Yields the ``unlimited`` and ``no-change`` results (both on one 100,000-page server)."""
+    with fake_server(pages, spread_tail=spread_tail) as info, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        bare = bare_fetch(info)
+        bare = bare_fetch(info) if "unlimited" in which else None
         run = run_sync_in_process(info, workdir, requests_per_second=0)
         if "unlimited" in which:
             bare_rate = bare["pages"] / bare["seconds"]
             job_rate = run["pages_fetched"] / run["seconds"]
-            results.append(
+            yield (
                 {
                     "benchmark": "unlimited",
                     "pages": pages,
@@ -206,16 +223,20 @@ def bench_unlimited_and_no_change(pages: int, which: set[str]) -> list[dict]:
             home = workdir / "dagster_home"
             home.mkdir()
             env = _cli_env(info, workdir, home)
+            shape = workdir / "shape.json"
+            shape.write_text(json.dumps(job_shape(real_definitions())))
+            env["NOTION_BENCH_SHAPE"] = str(shape)
             server_counts(info, reset=True)
             real = _cli(["-m", "leads_pipeline.definitions", "-j", "sync_leads"], env)
             counts = server_counts(info)
             empty = _cli(
                 ["-f", str(ROOT / "benchmarks" / "notion_empty_job.py"), "-j", "sync_leads"], env
             )
-            results.append(
+            yield (
                 {
                     "benchmark": "no-change",
                     "pages": pages,
+                    "spread_tail": spread_tail,
                     "query_requests": counts.get("query", 0),
                     "server_requests": counts,
                     "sync_leads_seconds": real,
@@ -223,7 +244,6 @@ def bench_unlimited_and_no_change(pages: int, which: set[str]) -> list[dict]:
                     "difference_seconds": round(real - empty, 2),
                 }
             )
-    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,6 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("which", nargs="+", choices=["paced", "unlimited", "no-change"])
     parser.add_argument("--paced-pages", type=int, default=30_000)
     parser.add_argument("--pages", type=int, default=100_000)
+    parser.add_argument(
+        "--spread-tail",
+        action="store_true",
+        help="Spread the pages the generator stamps with its end date one minute apart.",
+    )
     options = parser.parse_args(argv)
     which = set(options.which)
     results = []
@@ -238,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         results.append(bench_paced(options.paced_pages))
         print(json.dumps(results[-1]), flush=True)
     if which & {"unlimited", "no-change"}:
-        for result in bench_unlimited_and_no_change(options.pages, which):
+        for result in bench_unlimited_and_no_change(options.pages, which, options.spread_tail):
             results.append(result)
             print(json.dumps(result), flush=True)
 

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -737,9 +737,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate-limit", type=float, default=None)
     parser.add_argument("--burst", type=float, default=3.0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--spread-tail",
+        action="store_true",
+        help="Re-stamp the pages that share the newest edit minute (the generator clamps edits to "
+        "its end date) one minute apart, as a live database would have them.",
+    )
     options = parser.parse_args(argv)
     fake = FakeNotion(rate_limit=options.rate_limit, burst=options.burst)
-    fake.seed_sample(options.pages, options.seed)
+    pages = fake.seed_sample(options.pages, options.seed)
+    if options.spread_tail:
+        newest = pages[-1]["last_edited_time"]
+        tail = [p for p in pages if p["last_edited_time"] == newest]
+        end = datetime.fromisoformat(newest.replace("Z", "+00:00"))
+        for minutes, page in enumerate(reversed(tail)):
+            fake.edit(page["id"], at=end - timedelta(minutes=minutes))
     fake.data_sources[dashed(SAMPLE_DATA_SOURCE_ID)].ordered("last_edited_time")
     fake.start(options.port)
     print(

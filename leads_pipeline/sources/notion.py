@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Collection, Generator, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -87,7 +87,7 @@ class _Progress:
     log: logging.Logger | None
     stats: ListingStats
     interval: float
-    clock: object = time.monotonic
+    clock: Callable[[], float] = time.monotonic
     started: float = 0.0
     last: float = 0.0
     first_edit: datetime | None = None
