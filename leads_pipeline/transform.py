@@ -135,21 +135,14 @@ def derive_leads(
             gone = pa.concat_arrays([gone, orphans.combine_chunks()])
 
     commit_metadata = {**(metadata or {}), MARK_KEY: str(through), MAP_KEY: map_fingerprint}
-    upserts = parsed_leads.append_column(
-        ACTION, pa.array([UPSERT] * parsed_leads.num_rows, pa.string())
-    )
-    deletions = pa.table(
-        {
-            name: (gone if name == "id" else pa.nulls(len(gone), upserts.schema.field(name).type))
-            for name in parsed_leads.column_names
-        }
-    ).append_column(ACTION, pa.array([DELETE] * len(gone), pa.string()))
-    leads_outcome = lake.upsert(
-        LEADS_TABLE,
-        pa.concat_tables([upserts, deletions.cast(upserts.schema)]),
-        key="id",
-        metadata=commit_metadata,
-    )
+    current = lake.load(LEADS_TABLE)
+    if current is None or current.to_pyarrow_dataset().count_rows() == 0:
+        # A first derivation is all inserts: stream them in as an append, without a merge's join.
+        leads_outcome = lake.append(
+            LEADS_TABLE, parsed_leads.schema, parsed_leads.to_batches(), metadata=commit_metadata
+        )
+    else:
+        leads_outcome = _merge_leads(lake, parsed_leads, gone, commit_metadata)
 
     affected = (
         pa.chunked_array(affected_parts, pa.string()).combine_chunks()
@@ -167,6 +160,25 @@ def derive_leads(
         issue_rows=issues.num_rows,
         leads_rows=lake.load(LEADS_TABLE).to_pyarrow_dataset().count_rows(),
         issues_table=issues,
+    )
+
+
+def _merge_leads(
+    lake: DeltaLake, parsed: pa.Table, gone: pa.Array, metadata: Mapping[str, str]
+) -> WriteOutcome:
+    """Upserts parsed leads and deletes the ``gone`` ids, in one commit (or none)."""
+    upserts = parsed.append_column(ACTION, pa.array([UPSERT] * parsed.num_rows, pa.string()))
+    deletions = pa.table(
+        {
+            name: (gone if name == "id" else pa.nulls(len(gone), parsed.schema.field(name).type))
+            for name in parsed.column_names
+        }
+    ).append_column(ACTION, pa.array([DELETE] * len(gone), pa.string()))
+    return lake.upsert(
+        LEADS_TABLE,
+        pa.concat_tables([upserts, deletions.cast(upserts.schema)]),
+        key="id",
+        metadata=metadata,
     )
 
 
