@@ -17,4 +17,7 @@ defs = dg.Definitions(
     schedules=SCHEDULES,
     sensors=SENSORS,
     resources=build_resources(load_settings()),
+    # Steps share one process: starting a process per step cost more than the steps themselves,
+    # and the pools still keep writers of the same store apart.
+    executor=dg.in_process_executor,
 )

@@ -57,8 +57,10 @@ def test_sync_merge_read_back_and_aggregate_on_s3(tmp_path, s3_endpoint):
     ws = Workspace(tmp_path)
     uri = "s3://leads-lake/prod/lake"
     pages = [
-        make_page(f"00000000-0000-4000-8000-{i:012d}",
-                  dates={"Date de prise de contact": date_value(f"2025-01-{i + 1:02d}")})
+        make_page(
+            f"00000000-0000-4000-8000-{i:012d}",
+            dates={"Date de prise de contact": date_value(f"2025-01-{i + 1:02d}")},
+        )
         for i in range(12)
     ]
     ws.publish(pages)
