@@ -12,8 +12,10 @@ from deltalake import DeltaTable
 
 from leads_pipeline.assets import analytics, ingestion
 from leads_pipeline.jobs import refresh_leads, sync_leads
+from leads_pipeline.resource_factory import build_resources
 from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
 from leads_pipeline.sample_data import SAMPLE_DATA_SOURCE_ID, SAMPLE_SCHEMA, generate_pages
+from leads_pipeline.settings import load_settings
 from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, Warehouse
 from leads_pipeline_tests.fake_notion import DEFAULT_TOKEN, FakeNotion, Fault
 from leads_pipeline_tests.notion_fixtures import notion_source
@@ -236,3 +238,16 @@ def test_an_unmapped_truncated_value_is_kept_as_listed(notion_env, notion_resour
     assert fake.counts["page_property"] == 0
     extra = json.loads(leads_by_id(lake_uri)[pages[3]["id"]]["extra_properties"])
     assert len(extra["Responsable"]) == 25
+
+
+def test_the_environment_alone_configures_a_working_sync(notion_env, lake_uri, warehouse_path):
+    """NOTION_* variables (set by ``notion_env``) are all a user sets; the token stays an EnvVar."""
+    notion_env.seed_sample(120)
+    resources = {
+        **build_resources(load_settings()),
+        "lake": LakeResource(uri=lake_uri),
+        "warehouse": WarehouseResource(path=warehouse_path),
+    }
+    assert DEFAULT_TOKEN not in repr(resources["source"])
+    result = run("sync_leads", resources)
+    assert raw_metadata(result)["pages_fetched"] == 120
