@@ -39,6 +39,7 @@ from leads_pipeline.warehouse import (
     WEEKLY_TABLE,
     Warehouse,
     WarehouseNotBuiltError,
+    compute_event_counts,
 )
 
 #: The command that builds every table this module reads.
@@ -210,20 +211,28 @@ class LeadsAnalytics(dg.ConfigurableResource):
         return built
 
     def _counts(
-        self, grain: str, model: type[Model], start: date | str | None, end: date | str | None
+        self,
+        grain: str,
+        model: type[Model],
+        start: date | str | None,
+        end: date | str | None,
+        as_of: int | str | datetime | None = None,
     ) -> list[Model]:
         start, end = _as_date(start, "start"), _as_date(end, "end")
         if start is not None and end is not None and start > end:
             raise ValueError(f"start ({start}) is after end ({end}).")
         label, start_column = GRAINS[grain][0], GRAINS[grain][1]
-        rows = self._read_table(
-            _GRAIN_TABLES[grain],
-            lambda row: (
+
+        def build(row: dict) -> tuple:
+            return (
                 row[start_column],
                 model(**{label: row[label], **{c: row[c] for c in API_EVENT_FIELDS}}),
-            ),
-            start_column,
-        )
+            )
+
+        if as_of is None:
+            rows = self._read_table(_GRAIN_TABLES[grain], build, start_column)
+        else:
+            rows = tuple(build(row) for row in self._counts_as_of(grain, as_of).to_pylist())
         first = period_start(start, grain) if start is not None else None
         return [
             item
@@ -231,14 +240,33 @@ class LeadsAnalytics(dg.ConfigurableResource):
             if (first is None or begins >= first) and (end is None or begins <= end)
         ]
 
+    def _counts_as_of(self, grain: str, as_of: int | str | datetime) -> pa.Table:
+        """The counts as they were at a Delta version or timestamp of ``leads`` (time travel)."""
+        lake = DeltaLake(self.lake_uri)
+        if lake.load(LEADS_TABLE) is None:
+            raise self._not_run(f"The table {LEADS_TABLE} in {self.lake_uri}")
+        try:
+            leads = lake.load(LEADS_TABLE, version=as_of)
+        except Exception as error:
+            raise ValueError(
+                f"as_of={as_of!r}: {LEADS_TABLE} has no such version or timestamp in its history "
+                f"(it may be older than the vacuum retention): {error}"
+            ) from error
+        return compute_event_counts(leads.to_pyarrow_dataset(), grain)
+
     def count_date_by_week(
-        self, start: date | str | None = None, end: date | str | None = None
+        self,
+        start: date | str | None = None,
+        end: date | str | None = None,
+        as_of: int | str | datetime | None = None,
     ) -> list[WeeklyEventCount]:
         """Event counts per ISO week, oldest first, in the old API's shape.
 
         Args:
             start: Keep weeks from the one containing this date (inclusive).
             end: Keep weeks up to the one containing this date (inclusive).
+            as_of: Answer as of a Delta version (int) or timestamp (ISO string or datetime) of
+                ``leads``, recomputed from the lake's history instead of read from the warehouse.
 
         Returns:
             One model per week; ``model_dump(mode="json")`` is the old API's JSON object.
@@ -251,16 +279,21 @@ class LeadsAnalytics(dg.ConfigurableResource):
             >>> analytics.count_date_by_week(start=date(2025, 1, 1), end=date(2025, 1, 31))[0].semaine
             '2025-W01'
         """
-        return self._counts("week", WeeklyEventCount, start, end)
+        return self._counts("week", WeeklyEventCount, start, end, as_of)
 
     def count_date_by_month(
-        self, start: date | str | None = None, end: date | str | None = None
+        self,
+        start: date | str | None = None,
+        end: date | str | None = None,
+        as_of: int | str | datetime | None = None,
     ) -> list[MonthlyEventCount]:
         """Event counts per calendar month, oldest first, in the old API's shape.
 
         Args:
             start: Keep months from the one containing this date (inclusive).
             end: Keep months up to the one containing this date (inclusive).
+            as_of: Answer as of a Delta version (int) or timestamp (ISO string or datetime) of
+                ``leads`` (time travel), instead of the current warehouse.
 
         Returns:
             One model per month; ``model_dump(mode="json")`` is the old API's JSON object.
@@ -269,7 +302,7 @@ class LeadsAnalytics(dg.ConfigurableResource):
             PipelineNotRunError: If the counts have not been built yet.
             ValueError: If ``start`` is after ``end`` or a string is not an ISO date.
         """
-        return self._counts("month", MonthlyEventCount, start, end)
+        return self._counts("month", MonthlyEventCount, start, end, as_of)
 
     def table(self, name: str) -> pa.Table:
         """Any table of the warehouse (e.g. ``analytics.monthly_funnel_conversion``) as Arrow.

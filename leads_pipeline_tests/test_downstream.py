@@ -13,6 +13,7 @@ from leads_pipeline.assets.downstream import (
     monthly_funnel_conversion,
     weekly_objectives,
 )
+from leads_pipeline.automation import follow_upstream
 from leads_pipeline.funnel import (
     FUNNEL_MATCHES_COUNTS,
     FUNNEL_RATIOS_WELL_FORMED,
@@ -311,7 +312,7 @@ def test_definitions_carry_the_downstream_assets_and_checks():
         node = graph.get(asset.key)
         assert node.group_name == "analytics"
         assert dg.AssetKey(upstream) in node.parent_keys
-        assert node.automation_condition == dg.AutomationCondition.eager()
+        assert node.automation_condition == follow_upstream()
         assert node.metadata is not None
         assert asset.descriptions_by_key[asset.key]
     check_names = {key.name for key in graph.asset_check_keys}

@@ -175,3 +175,25 @@ def test_another_source_never_writes_into_the_lake(ws, tmp_path):
     with pytest.raises(SourceMismatchError, match="another-data-source"):
         dg.materialize(ASSETS, resources=ws.resources())
     assert set(ws.rows("leads")) == {page(1)["id"]}
+
+
+def test_analytics_answer_as_of_an_earlier_version_or_timestamp(ws):
+    from leads_pipeline.serving import LeadsAnalytics
+
+    pages = [page(i, day="2025-01-06") for i in range(4)]
+    ws.publish(pages)
+    ws.sync()
+    v1 = ws.table("leads").version()
+    analytics = LeadsAnalytics(warehouse_path=ws.warehouse_path, lake_uri=ws.lake_uri)
+    before = [w.model_dump(mode="json") for w in analytics.count_date_by_week()]
+    moment = dt.datetime.now(dt.UTC)
+    ws.publish([*pages, page(9, day="2025-01-07", edited="2025-03-09T10:00:00.000Z")])
+    ws.sync()
+    now = [w.model_dump(mode="json") for w in analytics.count_date_by_week()]
+    assert now != before and now[0]["date_prise_contact"] == 5
+    assert [w.model_dump(mode="json") for w in analytics.count_date_by_week(as_of=v1)] == before
+    by_time = analytics.count_date_by_week(as_of=moment.isoformat())
+    assert [w.model_dump(mode="json") for w in by_time] == before
+    assert analytics.count_date_by_month(as_of=v1)[0].date_prise_contact == 4
+    with pytest.raises(ValueError, match="as_of=99"):
+        analytics.count_date_by_week(as_of=99)

@@ -15,6 +15,7 @@ from pydantic import Field
 from tabulate import tabulate
 
 from leads_pipeline.assets.analytics import monthly_event_counts, weekly_event_counts
+from leads_pipeline.automation import follow_upstream
 from leads_pipeline.funnel import (
     DEFAULT_OBJECTIVE_WEEKS,
     DEFAULT_WEEKLY_TARGETS,
@@ -85,7 +86,7 @@ def _funnel_preview(funnel: pa.Table, months: int = 12) -> dg.MarkdownMetadataVa
     group_name=GROUP,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follow_upstream(),
     check_specs=[
         dg.AssetCheckSpec(
             FUNNEL_MATCHES_COUNTS,
@@ -189,7 +190,7 @@ class WeeklyObjectivesConfig(dg.Config):
     group_name=GROUP,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follow_upstream(),
     check_specs=[
         dg.AssetCheckSpec(
             OBJECTIVES_MATCH_COUNTS,
