@@ -7,8 +7,6 @@ from datetime import date
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from leads_pipeline.property_map import EVENT_COLUMNS
 
@@ -47,6 +45,10 @@ def event_counts_png(counts: pa.Table, title: str) -> bytes:
     """
     start_column = counts.column_names[1]
     rows = last_months(counts, start_column)
+    # Imported here: matplotlib costs most of a second, which every load of the definitions paid.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(9, 3.6), dpi=90)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()

@@ -226,9 +226,9 @@ def test_materialize_all_from_the_ui_api(tmp_path):
                     "assetSelection": keys,
                 },
                 "mode": "default",
-                # The launchpad's executor choice: one process for the whole run, which keeps
-                # this test within its time budget (a process per step costs seconds each).
-                "runConfigData": {"execution": {"config": {"in_process": {}}}},
+                # What the UI's button sends: no run config (the definitions run every job's
+                # steps in one process).
+                "runConfigData": {},
                 "executionMetadata": {"tags": []},
             },
         )["launchPipelineExecution"]
