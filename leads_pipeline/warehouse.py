@@ -25,6 +25,8 @@ from leads_pipeline.property_map import EVENT_COLUMNS
 SCHEMA = "analytics"
 WEEKLY_TABLE = f"{SCHEMA}.weekly_event_counts"
 MONTHLY_TABLE = f"{SCHEMA}.monthly_event_counts"
+#: What each published table was computed from, so an unchanged input is not recomputed.
+LINEAGE_TABLE = f"{SCHEMA}._lineage"
 
 #: Period label and start column, truncation unit, step and label format, by grain.
 GRAINS: dict[str, tuple[str, str, str, str, str]] = {
@@ -105,11 +107,14 @@ class Warehouse:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def publish(self, tables: Mapping[str, pa.Table]) -> None:
+    def publish(
+        self, tables: Mapping[str, pa.Table], lineage: Mapping[str, str] | None = None
+    ) -> None:
         """Replaces ``tables`` (``schema.name`` → rows) in one transaction, atomically for readers.
 
         Args:
             tables: The tables to create or replace, keyed by qualified name.
+            lineage: Per table, a string naming what it was computed from (see :meth:`lineage`).
         """
         with self._writer_lock():
             # Holding the lock, any staging file left is from a writer that was killed.
@@ -128,6 +133,14 @@ class Warehouse:
                         con.register("incoming", data)
                         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM incoming")
                         con.unregister("incoming")
+                    for name, origin in (lineage or {}).items():
+                        con.execute(
+                            f"CREATE TABLE IF NOT EXISTS {LINEAGE_TABLE} "
+                            "(table_name VARCHAR PRIMARY KEY, computed_from VARCHAR)"
+                        )
+                        con.execute(
+                            f"INSERT OR REPLACE INTO {LINEAGE_TABLE} VALUES (?, ?)", [name, origin]
+                        )
                     con.execute("COMMIT")
                     con.execute("CHECKPOINT")
                 finally:
@@ -136,6 +149,19 @@ class Warehouse:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     staging.unlink()
+
+    def lineage(self, table: str) -> str | None:
+        """What ``table`` was last computed from, as given to :meth:`publish`; None if unknown."""
+        if not self.path.exists():
+            return None
+        try:
+            with self.read() as con:
+                rows = con.execute(
+                    f"SELECT computed_from FROM {LINEAGE_TABLE} WHERE table_name = ?", [table]
+                ).fetchall()
+        except duckdb.CatalogException:
+            return None
+        return rows[0][0] if rows else None
 
     @contextlib.contextmanager
     def read(self, wait_seconds: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -134,3 +134,11 @@ def test_materializing_twice_changes_nothing(
     )
     assert raw_meta["delta_committed"].value is False
     assert raw_meta["mode"].value == "incremental"
+    for asset in ("weekly_event_counts", "monthly_event_counts"):
+        counts_meta = next(
+            m.event_specific_data.materialization.metadata
+            for m in again.get_asset_materialization_events()
+            if m.asset_key.to_user_string() == asset
+        )
+        # leads did not change: the published counts are reused, not recomputed.
+        assert counts_meta["recomputed"].value is False
