@@ -98,7 +98,9 @@ def derive_leads(
     changed = None if full else lake.changes(RAW_TABLE, min(marks), through, _RAW_COLUMNS)
     if changed is None:
         full = True
-        batches = raw.to_pyarrow_dataset().to_batches(columns=_RAW_COLUMNS, batch_size=_BATCH_ROWS)
+        batches = raw.to_pyarrow_dataset().to_batches(
+            columns=_RAW_COLUMNS, batch_size=_BATCH_ROWS, batch_readahead=1, fragment_readahead=1
+        )
     else:
         batches = changed.to_batches(max_chunksize=_BATCH_ROWS)
 
