@@ -25,6 +25,8 @@ _COMMIT_ATTEMPTS = 5
 #: Row groups of at most 64k rows: a reader of raw pages (a megabyte of JSON per 600 pages) then
 #: holds about 100 MB at a time instead of a whole file's worth.
 WRITER_PROPERTIES = WriterProperties(max_row_group_size=65_536, compression="ZSTD")
+#: Files of about 64 MB: a writer buffers a file's rows before it closes it.
+TARGET_FILE_SIZE = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -295,6 +297,7 @@ class DeltaLake:
             pa.RecordBatchReader.from_batches(schema, counting()),
             mode="append",
             writer_properties=WRITER_PROPERTIES,
+            target_file_size=TARGET_FILE_SIZE,
             storage_options=self.storage_options,
             commit_properties=_commit_properties(metadata),
         )

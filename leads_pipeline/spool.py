@@ -110,7 +110,8 @@ class RawSpool:
     def batches(self, mask: pa.Array | None = None) -> Iterator[pa.RecordBatch]:
         """The spooled rows, batch by batch, keeping only those ``mask`` selects."""
         self._finish()
-        with pa.memory_map(str(self.path)) as source:
+        # Read, not memory-mapped: mapped pages would count in the RSS as the whole file is read.
+        with pa.OSFile(str(self.path)) as source:
             reader = ipc.open_file(source)
             offset = 0
             for index in range(reader.num_record_batches):

@@ -26,7 +26,7 @@ ISSUES_TABLE = "lead_quality_issues"
 MARK_KEY = "raw_version"
 MAP_KEY = "property_map"
 
-_BATCH_ROWS = 100_000
+_BATCH_ROWS = 25_000
 _RAW_COLUMNS = [
     "page_id",
     "created_time",
@@ -104,46 +104,47 @@ def derive_leads(
     else:
         batches = changed.to_batches(max_chunksize=_BATCH_ROWS)
 
-    lead_parts, issue_parts, gone_parts, affected_parts = [], [], [], []
+    issue_parts, gone_parts, affected_parts = [], [], []
     processed = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        chunk = pa.Table.from_batches([batch])
-        processed += chunk.num_rows
-        affected_parts.append(chunk["page_id"])
-        deleted = pc.is_valid(chunk["deleted_at"])
-        gone_parts.append(chunk.filter(deleted)["page_id"])
-        live = chunk.filter(pc.invert(deleted))
-        if live.num_rows:
-            parsed = parse_pages(live, columns, schema, now)
-            lead_parts.append(parsed.leads)
-            issue_parts.append(parsed.issues)
-
     target_schema = leads_schema(columns)
-    parsed_leads = pa.concat_tables(lead_parts) if lead_parts else target_schema.empty_table()
-    gone = (
-        pa.chunked_array(gone_parts, pa.string()).combine_chunks()
-        if gone_parts
-        else pa.array([], pa.string())
-    )
-    if full:
-        existing = lake.read(LEADS_TABLE, columns=["id"])
-        if existing is not None:
-            # Rows whose raw page is no longer live at all (e.g. written under another map).
-            orphans = pc.filter(
-                existing["id"], pc.invert(pc.is_in(existing["id"], parsed_leads["id"]))
-            )
-            gone = pa.concat_arrays([gone, orphans.combine_chunks()])
+
+    def parsed_batches():
+        """Parses raw batch by batch, collecting issues and ids on the side."""
+        nonlocal processed
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            chunk = pa.Table.from_batches([batch])
+            processed += chunk.num_rows
+            affected_parts.append(chunk["page_id"])
+            deleted = pc.is_valid(chunk["deleted_at"])
+            gone_parts.append(chunk.filter(deleted)["page_id"])
+            live = chunk.filter(pc.invert(deleted))
+            if live.num_rows:
+                parsed = parse_pages(live, columns, schema, now)
+                issue_parts.append(parsed.issues)
+                yield from parsed.leads.cast(target_schema).to_batches()
 
     commit_metadata = {**(metadata or {}), MARK_KEY: str(through), MAP_KEY: map_fingerprint}
     current = lake.load(LEADS_TABLE)
     if current is None or current.to_pyarrow_dataset().count_rows() == 0:
-        # A first derivation is all inserts: stream them in as an append, without a merge's join.
+        # A first derivation is all inserts: stream each parsed batch into one append, so memory
+        # stays bounded by a batch rather than growing with the table.
         leads_outcome = lake.append(
-            LEADS_TABLE, parsed_leads.schema, parsed_leads.to_batches(), metadata=commit_metadata
+            LEADS_TABLE, target_schema, parsed_batches(), metadata=commit_metadata
         )
     else:
+        parsed_leads = pa.Table.from_batches(list(parsed_batches()), schema=target_schema)
+        gone = (
+            pa.chunked_array(gone_parts, pa.string()).combine_chunks()
+            if gone_parts
+            else pa.array([], pa.string())
+        )
+        if full:
+            # Rows whose raw page is no longer live at all (e.g. written under another map).
+            existing = current.to_pyarrow_dataset().to_table(columns=["id"])["id"]
+            orphans = pc.filter(existing, pc.invert(pc.is_in(existing, parsed_leads["id"])))
+            gone = pa.concat_arrays([gone, orphans.combine_chunks()])
         leads_outcome = _merge_leads(lake, parsed_leads, gone, commit_metadata)
 
     affected = (
