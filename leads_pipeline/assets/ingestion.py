@@ -82,7 +82,9 @@ def raw_notion_leads(
     state = read_state(store)
     check_source(state, source.identity(), store.root)
     full = config.full_listing or state.watermark is None
-    since = None if full else state.watermark - WATERMARK_MARGIN
+    # Notion rounds edit times down to the minute: re-read (and compare) a margin before the mark.
+    cutoff = None if state.watermark is None else state.watermark - WATERMARK_MARGIN
+    since = None if full else cutoff
     context.log.info(
         f"Listing {'every page' if since is None else f'pages edited on or after {since.isoformat()}'}"
         f" from {source.source_name}."
@@ -94,8 +96,7 @@ def raw_notion_leads(
             if truncatable:
                 batch = source.complete_truncated(batch, truncatable, stats=stats)
             spool.append(pages_to_raw(batch, synced_at))
-        unchanged_before = None if state.watermark is None else state.watermark - WATERMARK_MARGIN
-        keep = spool.select(state.keys, unchanged_before)
+        keep = spool.select(state.keys, cutoff)
         listed = spool.keys()["page_id"]
         if full:
             deleted_ids = pc.filter(state.live_ids, pc.invert(pc.is_in(state.live_ids, listed)))
