@@ -108,11 +108,13 @@ def raw_notion_leads(
         else:
             outcome = merge_raw(store, spool.read(keep), deleted_ids, synced_at, commit_metadata)
         tail = spool.keys().slice(max(spool.rows - 10, 0))
+        # Raw's newest edit after this sync, without scanning the table again.
+        fetched_newest = pc.max(spool.keys()["last_edited_time"]).as_py()
     pages_fetched = spool.rows
+    watermark = max((t for t in (state.watermark, fetched_newest) if t is not None), default=None)
 
     table = store.load(RAW_TABLE)
     dataset = table.to_pyarrow_dataset()
-    watermark = pc.max(dataset.to_table(columns=["last_edited_time"])["last_edited_time"]).as_py()
     return dg.MaterializeResult(
         metadata={
             "source": source.source_name,
