@@ -30,6 +30,9 @@ ISSUES_SCHEMA = pa.schema(
     ]
 )
 
+#: DuckDB scans an Arrow table in parallel only across its record batches: feed it small ones.
+_SCAN_BATCH_ROWS = 2048
+
 _DATE_PATTERN = r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?"
 _EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s.]+"
 
@@ -261,6 +264,7 @@ def parse_pages(
     names_by_id = {p["id"]: name for name, p in schema.items()}
     statement = _parse_statement(columns, schema)
     raw = raw.select(["page_id", "created_time", "last_edited_time", "url", "properties_json"])
+    raw = pa.Table.from_batches(raw.to_batches(max_chunksize=_SCAN_BATCH_ROWS), raw.schema)
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
