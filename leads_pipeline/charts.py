@@ -68,9 +68,13 @@ def event_counts_png(counts: pa.Table, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def chart_metadata(counts: pa.Table, title: str) -> dg.MarkdownMetadataValue:
-    """The chart as markdown metadata (an inline PNG), which the Dagster UI renders."""
-    if counts.num_rows == 0:
+def chart_metadata(png: bytes | None) -> dg.MarkdownMetadataValue:
+    """A chart as markdown metadata (an inline PNG), which the Dagster UI renders.
+
+    Args:
+        png: The chart from :func:`event_counts_png`; None when there is nothing to chart.
+    """
+    if png is None:
         return dg.MetadataValue.md("_(no events yet: nothing to chart)_")
-    encoded = base64.b64encode(event_counts_png(counts, title)).decode("ascii")
+    encoded = base64.b64encode(png).decode("ascii")
     return dg.MetadataValue.md(f"![chart](data:image/png;base64,{encoded})")

@@ -108,13 +108,17 @@ class Warehouse:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def publish(
-        self, tables: Mapping[str, pa.Table], lineage: Mapping[str, str] | None = None
+        self,
+        tables: Mapping[str, pa.Table],
+        lineage: Mapping[str, str] | None = None,
+        charts: Mapping[str, bytes | None] | None = None,
     ) -> None:
         """Replaces ``tables`` (``schema.name`` → rows) in one transaction, atomically for readers.
 
         Args:
             tables: The tables to create or replace, keyed by qualified name.
             lineage: Per table, a string naming what it was computed from (see :meth:`lineage`).
+            charts: Per table with a lineage, a rendered chart of its rows (see :meth:`chart`).
         """
         with self._writer_lock():
             # Holding the lock, any staging file left is from a writer that was killed.
@@ -139,7 +143,12 @@ class Warehouse:
                             "(table_name VARCHAR PRIMARY KEY, computed_from VARCHAR)"
                         )
                         con.execute(
-                            f"INSERT OR REPLACE INTO {LINEAGE_TABLE} VALUES (?, ?)", [name, origin]
+                            f"ALTER TABLE {LINEAGE_TABLE} ADD COLUMN IF NOT EXISTS chart BLOB"
+                        )
+                        con.execute(
+                            f"INSERT OR REPLACE INTO {LINEAGE_TABLE} "
+                            "(table_name, computed_from, chart) VALUES (?, ?, ?)",
+                            [name, origin, (charts or {}).get(name)],
                         )
                     con.execute("COMMIT")
                     con.execute("CHECKPOINT")
@@ -152,14 +161,21 @@ class Warehouse:
 
     def lineage(self, table: str) -> str | None:
         """What ``table`` was last computed from, as given to :meth:`publish`; None if unknown."""
+        return self._lineage_row(table, "computed_from")
+
+    def chart(self, table: str) -> bytes | None:
+        """The chart published with ``table`` (e.g. a PNG), drawn from its current rows; or None."""
+        return self._lineage_row(table, "chart")
+
+    def _lineage_row(self, table: str, column: str):
         if not self.path.exists():
             return None
         try:
             with self.read() as con:
                 rows = con.execute(
-                    f"SELECT computed_from FROM {LINEAGE_TABLE} WHERE table_name = ?", [table]
+                    f"SELECT {column} FROM {LINEAGE_TABLE} WHERE table_name = ?", [table]
                 ).fetchall()
-        except duckdb.CatalogException:
+        except (duckdb.CatalogException, duckdb.BinderException):
             return None
         return rows[0][0] if rows else None
 

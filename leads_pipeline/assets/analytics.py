@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from leads_pipeline.automation import follow_upstream
-from leads_pipeline.charts import chart_metadata
+from leads_pipeline.charts import chart_metadata, event_counts_png
 from leads_pipeline.metadata import markdown_preview
 from leads_pipeline.pools import WAREHOUSE_POOL
 from leads_pipeline.property_map import EVENT_COLUMNS
@@ -52,7 +52,14 @@ def _materialize_counts(
     recomputed = counts is None
     if recomputed:
         counts = compute_event_counts(leads.to_pyarrow_dataset(), grain)
-        published.publish({table: counts}, lineage={table: origin})
+        chart = event_counts_png(counts, title) if counts.num_rows else None
+        published.publish({table: counts}, lineage={table: origin}, charts={table: chart})
+    else:
+        # Drawing (matplotlib) would cost more than the rest of an unchanged run: reuse the chart.
+        chart = published.chart(table)
+        if chart is None and counts.num_rows:  # published before charts were stored with counts
+            chart = event_counts_png(counts, title)
+            published.publish({}, lineage={table: origin}, charts={table: chart})
     label = counts.column_names[0]
     totals = {f"total_{c}": pc.sum(counts[c]).as_py() or 0 for c in EVENT_COLUMNS}
     return dg.MaterializeResult(
@@ -67,7 +74,7 @@ def _materialize_counts(
             "last_period": counts[label][-1].as_py() if counts.num_rows else "",
             **totals,
             "preview": markdown_preview(counts, limit=12, tail=True),
-            "chart": chart_metadata(counts, title),
+            "chart": chart_metadata(chart),
         }
     )
 
