@@ -139,9 +139,30 @@ def test_pacing_spaces_requests_to_the_average_rate():
     assert Pacer(0).wait() == 0.0
 
 
+def test_pacing_allows_a_burst_then_holds_the_average():
+    clock = FakeClock()
+    pacer = Pacer(3.0, clock=clock, sleep=clock.sleep, burst=3)
+    starts, waits = [], []
+    for _ in range(12):
+        waits.append(pacer.wait())
+        starts.append(clock.now)
+        clock.now += 0.01
+    assert waits[:3] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+    assert all(w > 0 for w in waits[3:])
+    # Never more than burst + rate * t starts in any span of t seconds.
+    for i, j in itertools.combinations(range(len(starts)), 2):
+        assert j - i + 1 <= 3 + 3 * (starts[j] - starts[i]) + 1e-9
+    gaps = [b - a for a, b in itertools.pairwise(starts[3:])]
+    assert all(gap == pytest.approx(1 / 3) for gap in gaps)
+    # After a pause, the bucket refills to the burst, not beyond.
+    clock.now += 10
+    assert [pacer.wait() for _ in range(3)] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+    assert pacer.wait() > 0.1
+
+
 def test_pacing_against_a_live_server(fake_notion):
     fake_notion.seed_sample(10)
-    caller = NotionCaller(CallPolicy(requests_per_second=20))
+    caller = NotionCaller(CallPolicy(requests_per_second=20, burst=1))
     stats = ListingStats()
     query = _query(_client(fake_notion))
     started = time.monotonic()

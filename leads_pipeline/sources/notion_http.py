@@ -56,30 +56,40 @@ class CallPolicy:
 
     Attributes:
         requests_per_second: Average request rate; 0 or less turns pacing off.
+        burst: Requests that may start back to back before the average applies (Notion allows
+            "some bursts beyond the average rate"). Kept below Notion's own allowance so the
+            steady pace leaves a request of slack for network jitter, instead of drawing 429s.
         max_retry_seconds: Give up on a request that has kept failing for this long.
         initial_backoff_seconds: First wait after a 5xx, timeout or connection error.
         max_backoff_seconds: Cap of the exponential backoff (not of ``Retry-After``).
     """
 
     requests_per_second: float = 3.0
+    burst: int = 2
     max_retry_seconds: float = 1800.0
     initial_backoff_seconds: float = 1.0
     max_backoff_seconds: float = 60.0
 
 
 class Pacer:
-    """Spaces request starts ``1 / rate`` seconds apart (an average, no bursts); thread-safe."""
+    """A token bucket on request starts: ``burst`` at once, then ``rate`` per second; thread-safe.
+
+    Implemented as the generic cell rate algorithm: over any span of ``t`` seconds at most
+    ``burst + rate * t`` requests start, as Notion's own limiter allows.
+    """
 
     def __init__(
         self,
         requests_per_second: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        burst: int = 1,
     ):
         self.interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
+        self.tolerance = max(burst - 1, 0) * self.interval
         self.clock = clock
         self.sleep = sleep
-        self._next = float("-inf")
+        self._theoretical_arrival = float("-inf")
         self._lock = threading.Lock()
 
     def wait(self) -> float:
@@ -88,8 +98,9 @@ class Pacer:
             return 0.0
         with self._lock:
             now = self.clock()
-            start = max(now, self._next)
-            self._next = start + self.interval
+            arrival = max(self._theoretical_arrival, now)
+            start = max(now, arrival - self.tolerance)
+            self._theoretical_arrival = arrival + self.interval
         delay = start - now
         if delay > 0:
             self.sleep(delay)
@@ -153,7 +164,7 @@ class NotionCaller:
         self.sleep = sleep
         self.log = log or logging.getLogger(__name__)
         self.jitter = jitter
-        self.pacer = Pacer(policy.requests_per_second, clock, sleep)
+        self.pacer = Pacer(policy.requests_per_second, clock, sleep, burst=policy.burst)
         self._secret = secret
 
     def redact(self, text: str) -> str:
