@@ -32,6 +32,9 @@ RAW_SCHEMA = pa.schema(
 
 #: Notion rounds ``last_edited_time`` down to the minute: re-read a margin before the watermark.
 WATERMARK_MARGIN = timedelta(minutes=2)
+#: A stored copy synced this long after its (rounded) edit time has settled: any later edit
+#: carries a later edit time. The minute of rounding plus the margin the watermark relies on.
+SETTLED_AFTER = WATERMARK_MARGIN + timedelta(minutes=1)
 
 
 class SourceMismatchError(RuntimeError):
@@ -88,12 +91,14 @@ class RawState:
     live_ids: pa.Array
     source: str | None
     rows: int
-    keys: pa.Table | None  # page_id, last_edited_time, in_trash, deleted_at of every row
+    keys: pa.Table | None  # page_id, last_edited_time, in_trash, deleted_at, synced_at of each row
 
 
 def read_state(lake: DeltaLake) -> RawState:
     """Reads the watermark (newest ``last_edited_time``), live page ids and recorded source."""
-    table = lake.read(RAW_TABLE, columns=["page_id", "last_edited_time", "in_trash", "deleted_at"])
+    table = lake.read(
+        RAW_TABLE, columns=["page_id", "last_edited_time", "in_trash", "deleted_at", "synced_at"]
+    )
     if table is None:
         return RawState(
             watermark=None, live_ids=pa.array([], pa.string()), source=None, rows=0, keys=None

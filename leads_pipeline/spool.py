@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from leads_pipeline.raw_store import RAW_SCHEMA
+from leads_pipeline.raw_store import RAW_SCHEMA, SETTLED_AFTER
 
 _KEYS = ["page_id", "last_edited_time", "in_trash"]
 
@@ -66,12 +66,14 @@ class RawSpool:
 
         Keeps one row per page (its latest edit; a page can be listed twice) and drops rows that
         certainly equal the stored ones: same ``last_edited_time`` and trash flag, page still
-        live, and edited before ``unchanged_before``. Notion rounds edit times down to the minute,
-        so an edit in the same minute as the last sync keeps its time: such recent rows are
-        always kept and compared in full by the merge.
+        live, and either edited before ``unchanged_before`` or stored by a sync that ran
+        :data:`~leads_pipeline.raw_store.SETTLED_AFTER` or more after that edit. Notion rounds
+        edit times down to the minute, so an edit in the same minute as the stored copy's sync
+        keeps its time: such rows are kept and compared in full by the merge.
 
         Args:
-            stored: ``page_id``, ``last_edited_time``, ``in_trash``, ``deleted_at`` of the table.
+            stored: ``page_id``, ``last_edited_time``, ``in_trash``, ``deleted_at`` and
+                ``synced_at`` of the table (without ``synced_at``, only the cut-off applies).
             unchanged_before: The watermark minus the margin, or None to keep every latest row.
         """
         con = duckdb.connect()
@@ -83,14 +85,23 @@ class RawSpool:
             skip = "FALSE"
             if stored is not None and unchanged_before is not None:
                 con.register("stored", stored)
-                skip = """(s.page_id IS NOT NULL AND s.deleted_at IS NULL
+                settled = (
+                    "OR s.synced_at >= k.last_edited_time + $settled"
+                    if "synced_at" in stored.column_names
+                    else ""
+                )
+                skip = f"""(s.page_id IS NOT NULL AND s.deleted_at IS NULL
                           AND s.last_edited_time = k.last_edited_time
                           AND s.in_trash IS NOT DISTINCT FROM k.in_trash
-                          AND k.last_edited_time < $cutoff)"""
+                          AND (k.last_edited_time < $cutoff {settled}))"""
                 join = "LEFT JOIN stored s USING (page_id)"
             else:
                 join = ""
-            params = {"cutoff": unchanged_before} if unchanged_before and stored is not None else {}
+            params = {}
+            if stored is not None and unchanged_before is not None:
+                params["cutoff"] = unchanged_before
+                if "synced_at" in stored.column_names:
+                    params["settled"] = SETTLED_AFTER
             mask = con.sql(
                 f"""
                 WITH k AS (SELECT * FROM spooled), ranked AS (

@@ -50,3 +50,32 @@ def test_select_dedupes_and_skips_only_certainly_unchanged_rows():
         assert [b.num_rows for b in spool.batches()] == [2, 3]
         everything = spool.select(None, None)
         assert everything.to_pylist() == [False, True, True, True, True]
+
+
+def test_select_skips_recent_rows_whose_stored_copy_has_settled():
+    edited = "2025-03-09T10:00:00.000Z"
+    pages = [make_page(name, edited=edited) for name in ("settled", "fresh", "trashed")]
+    pages[2]["in_trash"] = True
+    with RawSpool() as spool:
+        spool.append(pages_to_raw(pages, NOW))
+        stored = pa.table(
+            {
+                "page_id": ["settled", "fresh", "trashed"],
+                "last_edited_time": pa.array([stamp(edited)] * 3, TS),
+                "in_trash": [False, False, False],
+                "deleted_at": pa.array([None, None, None], TS),
+                # Synced 3 minutes after the edit minute: a later edit would show a later time.
+                # Synced within it: an edit later in that minute keeps the same time.
+                "synced_at": pa.array(
+                    [
+                        stamp("2025-03-09T10:03:00.000Z"),
+                        stamp("2025-03-09T10:02:59.000Z"),
+                        stamp("2025-03-09T10:30:00.000Z"),
+                    ],
+                    TS,
+                ),
+            }
+        )
+        keep = spool.select(stored, unchanged_before=stamp("2025-03-09T09:58:00.000Z"))
+        # The trashed page changed state: kept whatever its sync time.
+        assert keep.to_pylist() == [False, True, True]
