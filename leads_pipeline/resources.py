@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from leads_pipeline.lake import DeltaLake
 from leads_pipeline.property_map import PropertyMap, load_property_map
@@ -33,10 +33,20 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB file holding the ``analytics`` tables."""
 
     path: str = Field(default=DEFAULT_WAREHOUSE_PATH, description="DuckDB database file.")
+    _open: Warehouse | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # One read-only connection serves every read of the run while the file is unchanged.
+        self._open = Warehouse(self.path, keep_reader_open=True)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._open is not None:
+            self._open.close()
+            self._open = None
 
     def warehouse(self) -> Warehouse:
-        """The warehouse as a plain object."""
-        return Warehouse(self.path)
+        """The warehouse as a plain object (sharing the run's reader during a run)."""
+        return self._open if self._open is not None else Warehouse(self.path)
 
 
 class PropertyMapResource(dg.ConfigurableResource):

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -94,8 +95,25 @@ class Warehouse:
         path: Path of the DuckDB database file.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, keep_reader_open: bool = False):
+        """
+        Args:
+            path: Path of the DuckDB database file.
+            keep_reader_open: Reuse one read-only connection across :meth:`read` calls while the
+                file stays the same one (writers replace it: a new file means a new connection).
+                Opening costs tens of milliseconds; call :meth:`close` when done.
+        """
         self.path = Path(path)
+        self.keep_reader_open = keep_reader_open
+        self._reader: tuple[tuple, duckdb.DuckDBPyConnection] | None = None
+        self._reader_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Closes the read-only connection kept open, if any."""
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader[1].close()
+                self._reader = None
 
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:
@@ -159,6 +177,17 @@ class Warehouse:
                 with contextlib.suppress(FileNotFoundError):
                     staging.unlink()
 
+    def holds(self, table: str, rows: pa.Table) -> bool:
+        """Whether ``table`` is published with exactly ``rows`` (same columns, types, values)."""
+        if not self.path.exists():
+            return False
+        try:
+            with self.read() as con:
+                current = con.sql(f"SELECT * FROM {table}").to_arrow_table()
+        except duckdb.CatalogException:
+            return False
+        return current.schema == rows.schema and current.equals(rows)
+
     def lineage(self, table: str) -> str | None:
         """What ``table`` was last computed from, as given to :meth:`publish`; None if unknown."""
         return self._lineage_row(table, "computed_from")
@@ -195,6 +224,27 @@ class Warehouse:
                 f"The warehouse {self.path} does not exist yet. Build it with: "
                 "dagster job execute -m leads_pipeline.definitions -j sync_leads"
             )
+        if self.keep_reader_open:
+            with self._reader_lock:
+                # Identity taken before connecting: a file replaced in between is reopened later.
+                identity = _file_identity(self.path)
+                if self._reader is None or self._reader[0] != identity:
+                    if self._reader is not None:
+                        self._reader[1].close()
+                    self._reader = (identity, self._connect(wait_seconds))
+                cursor = self._reader[1].cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            return
+        con = self._connect(wait_seconds)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _connect(self, wait_seconds: float) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
@@ -208,7 +258,17 @@ class Warehouse:
                         "read_only=True."
                     ) from error
                 time.sleep(0.1)
-        try:
-            yield con
-        finally:
-            con.close()
+        return con
+
+
+def _file_identity(path: Path) -> tuple:
+    stat = path.stat()
+    wal = path.with_name(path.name + ".wal")
+    wal_stat = wal.stat() if wal.exists() else None
+    return (
+        stat.st_dev,
+        stat.st_ino,
+        stat.st_size,
+        stat.st_mtime_ns,
+        wal_stat and (wal_stat.st_size, wal_stat.st_mtime_ns),
+    )

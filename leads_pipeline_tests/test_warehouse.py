@@ -130,3 +130,25 @@ def test_reader_blocked_by_a_read_write_holder_waits_then_says_so(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_kept_reader_sees_every_publication_of_other_writers(tmp_path):
+    path = tmp_path / "warehouse.duckdb"
+    reader = Warehouse(path, keep_reader_open=True)
+    writer = Warehouse(path)
+    try:
+        for version in range(3):
+            writer.publish({"analytics.t": pa.table({"v": [version]})})
+            for _ in range(2):  # the second read reuses the connection
+                with reader.read() as con:
+                    assert con.sql("SELECT v FROM analytics.t").fetchall() == [(version,)]
+        # The reader's own publications too.
+        reader.publish({"analytics.t": pa.table({"v": [99]})})
+        with reader.read() as con:
+            assert con.sql("SELECT v FROM analytics.t").fetchall() == [(99,)]
+    finally:
+        reader.close()
+    # Closed, it reopens on demand.
+    with reader.read() as con:
+        assert con.sql("SELECT v FROM analytics.t").fetchall() == [(99,)]
+    reader.close()
