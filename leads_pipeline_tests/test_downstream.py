@@ -1,6 +1,7 @@
 """Downstream assets: funnel conversion and weekly objectives on crafted and sample counts."""
 
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -114,12 +115,28 @@ def test_funnel_ratios_on_crafted_counts(warehouse_path):
     assert "50.0%" in metadata["preview"].value and "∅" in metadata["preview"].value
 
 
-def test_funnel_is_idempotent(warehouse_path):
+def _republished(result: dg.ExecuteInProcessResult) -> bool:
+    [event] = result.get_asset_materialization_events()
+    return event.materialization.metadata["republished"].value
+
+
+def test_funnel_is_idempotent_and_leaves_an_unchanged_warehouse_file_alone(warehouse_path):
     publish_counts(warehouse_path, monthly=MONTHS)
-    dg.materialize([monthly_funnel_conversion], resources=_resources(warehouse_path))
+    first_run = dg.materialize([monthly_funnel_conversion], resources=_resources(warehouse_path))
+    assert _republished(first_run)
     first = _read(warehouse_path, FUNNEL_TABLE)
-    dg.materialize([monthly_funnel_conversion], resources=_resources(warehouse_path))
+    inode = Path(warehouse_path).stat().st_ino
+    second_run = dg.materialize([monthly_funnel_conversion], resources=_resources(warehouse_path))
     assert _read(warehouse_path, FUNNEL_TABLE) == first
+    assert not _republished(second_run)
+    assert Path(warehouse_path).stat().st_ino == inode  # not replaced by a copy
+    # Changed counts are published again.
+    changed = dict(MONTHS)
+    changed["2025-01"] = tuple(n + 1 for n in MONTHS["2025-01"])
+    publish_counts(warehouse_path, monthly=changed)
+    third_run = dg.materialize([monthly_funnel_conversion], resources=_resources(warehouse_path))
+    assert _republished(third_run)
+    assert _read(warehouse_path, FUNNEL_TABLE) != first
 
 
 def test_funnel_check_fails_on_negative_counts(warehouse_path):

@@ -119,12 +119,17 @@ def monthly_funnel_conversion(warehouse: WarehouseResource) -> dg.MaterializeRes
         funnel = compute_funnel(con, "monthly_counts")
     finally:
         con.close()
-    warehouse.warehouse().publish({FUNNEL_TABLE: funnel})
+    published = warehouse.warehouse()
+    # Unchanged (a sync that changed nothing): no new copy of the warehouse file.
+    republished = not published.holds(FUNNEL_TABLE, funnel)
+    if republished:
+        published.publish({FUNNEL_TABLE: funnel})
     latest = funnel.slice(funnel.num_rows - 1).to_pylist()[0] if funnel.num_rows else {}
     return dg.MaterializeResult(
         metadata={
             "table": FUNNEL_TABLE,
             "dagster/row_count": funnel.num_rows,
+            "republished": republished,
             "first_month": funnel["mois"][0].as_py() if funnel.num_rows else "",
             "last_month": latest.get("mois", ""),
             **{
@@ -234,7 +239,10 @@ def weekly_objectives(
     counts = _read_counts(warehouse, WEEKLY_TABLE, "week_start", "weekly_event_counts")
     window = objectives_window(counts, config.weeks, as_of)
     objectives = compute_objectives(window, targets)
-    warehouse.warehouse().publish({OBJECTIVES_TABLE: objectives})
+    published = warehouse.warehouse()
+    republished = not published.holds(OBJECTIVES_TABLE, objectives)
+    if republished:
+        published.publish({OBJECTIVES_TABLE: objectives})
     rows = objectives.to_pylist()
     first = rows[0] if rows else {}
     display = [
@@ -251,6 +259,7 @@ def weekly_objectives(
         metadata={
             "table": OBJECTIVES_TABLE,
             "dagster/row_count": objectives.num_rows,
+            "republished": republished,
             "as_of": str(as_of),
             "weeks_in_window": first.get("weeks", 0),
             "window": f"{first.get('first_week')} → {first.get('last_week')}"
