@@ -33,8 +33,9 @@ RAW_SCHEMA = pa.schema(
 #: Notion rounds ``last_edited_time`` down to the minute: re-read a margin before the watermark.
 WATERMARK_MARGIN = timedelta(minutes=2)
 #: A stored copy synced this long after its (rounded) edit time has settled: any later edit
-#: carries a later edit time. The minute of rounding plus the margin the watermark relies on.
-SETTLED_AFTER = WATERMARK_MARGIN + timedelta(minutes=1)
+#: carries a later edit time. The minute of rounding, the margin the watermark relies on, and
+#: two minutes for the skew between this machine's clock (``synced_at``) and Notion's.
+SETTLED_AFTER = WATERMARK_MARGIN + timedelta(minutes=3)
 
 
 class SourceMismatchError(RuntimeError):

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
+from leads_pipeline.duck import scratch_connection
 from leads_pipeline.raw_store import RAW_SCHEMA, SETTLED_AFTER
 
 _KEYS = ["page_id", "last_edited_time", "in_trash"]
@@ -76,7 +76,7 @@ class RawSpool:
                 ``synced_at`` of the table (without ``synced_at``, only the cut-off applies).
             unchanged_before: The watermark minus the margin, or None to keep every latest row.
         """
-        con = duckdb.connect()
+        con = scratch_connection()
         try:
             keys = self.keys()
             con.register(

@@ -43,20 +43,28 @@ def ws(tmp_path):
     return Workspace(tmp_path)
 
 
+def _minute(offset: int) -> str:
+    """The current minute (as Notion stamps edits) plus ``offset`` minutes."""
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    return (now + dt.timedelta(minutes=offset)).isoformat().replace("+00:00", ".000Z")
+
+
 def test_inserts_updates_and_deletions_across_syncs(ws):
-    pages = [page(i) for i in range(30)]
+    # Edit times around now: an edit in the same minute as the last sync is only possible then.
+    start = _minute(0)
+    pages = [page(i, edited=start) for i in range(30)]
     ws.publish(pages)
     first = ws.sync()
     assert actual_leads(ws) == expected_leads(pages)
     assert metadata_of(first, "raw_notion_leads")["rows_inserted"].value == 30
 
     # Edits (one in the same minute as the watermark), new pages, a trashed page.
-    pages[3] = page(3, day="2025-02-01", edited="2025-03-01T10:00:00.000Z")
+    pages[3] = page(3, day="2025-02-01", edited=start)
     pages[3]["properties"]["Nom"]["title"] = rich("Lead 3 renamed")
-    pages[4] = page(4, day="2025-02-02", edited="2025-03-02T08:00:00.000Z")
-    pages += [page(i, edited="2025-03-02T09:00:00.000Z") for i in range(30, 35)]
+    pages[4] = page(4, day="2025-02-02", edited=_minute(1))
+    pages += [page(i, edited=_minute(2)) for i in range(30, 35)]
     pages[7]["in_trash"] = True
-    pages[7]["last_edited_time"] = "2025-03-02T09:30:00.000Z"
+    pages[7]["last_edited_time"] = _minute(3)
     ws.publish(pages)
     second = ws.sync()
     raw_meta = metadata_of(second, "raw_notion_leads")
@@ -84,7 +92,7 @@ def test_inserts_updates_and_deletions_across_syncs(ws):
 
     # Restored from the trash: it comes back.
     pages[7]["in_trash"] = False
-    pages[7]["last_edited_time"] = "2025-03-03T09:00:00.000Z"
+    pages[7]["last_edited_time"] = _minute(4)
     ws.publish(pages)
     ws.sync()
     assert actual_leads(ws) == expected_leads(pages)

@@ -64,12 +64,13 @@ def test_select_skips_recent_rows_whose_stored_copy_has_settled():
                 "last_edited_time": pa.array([stamp(edited)] * 3, TS),
                 "in_trash": [False, False, False],
                 "deleted_at": pa.array([None, None, None], TS),
-                # Synced 3 minutes after the edit minute: a later edit would show a later time.
-                # Synced within it: an edit later in that minute keeps the same time.
+                # Synced 5 minutes after the edit minute: a later edit would show a later time.
+                # Synced sooner: an edit later in that minute (or not yet visible, or seen
+                # through a skewed clock) may keep the same time.
                 "synced_at": pa.array(
                     [
-                        stamp("2025-03-09T10:03:00.000Z"),
-                        stamp("2025-03-09T10:02:59.000Z"),
+                        stamp("2025-03-09T10:05:00.000Z"),
+                        stamp("2025-03-09T10:04:59.000Z"),
                         stamp("2025-03-09T10:30:00.000Z"),
                     ],
                     TS,
