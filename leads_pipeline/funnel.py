@@ -19,6 +19,7 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 
+from leads_pipeline.duck import scratch_connection
 from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.warehouse import SCHEMA
 
@@ -146,7 +147,7 @@ def objectives_window(weekly_counts: pa.Table, weeks: int, as_of: date) -> pa.Ta
     shorter), ending with the last week that had events or the last week before ``as_of``.
     """
     current = as_of - timedelta(days=as_of.weekday())
-    con = duckdb.connect()
+    con = scratch_connection()
     try:
         con.register("weekly", weekly_counts)
         return con.sql(
@@ -174,7 +175,7 @@ def compute_objectives(window: pa.Table, targets: Mapping[str, float]) -> pa.Tab
         }
     )
     averages = ", ".join(f"avg({c})::DOUBLE AS {c}" for c in EVENT_COLUMNS)
-    con = duckdb.connect()
+    con = scratch_connection()
     try:
         con.register("window_weeks", window)
         con.register("targets", target_table)

@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from leads_pipeline.duck import scratch_connection
 from leads_pipeline.property_map import KINDS, ResolvedColumn
 
 #: Arrow schema of the ``lead_quality_issues`` table.
@@ -265,9 +266,8 @@ def parse_pages(
     statement = _parse_statement(columns, schema)
     raw = raw.select(["page_id", "created_time", "last_edited_time", "url", "properties_json"])
     raw = pa.Table.from_batches(raw.to_batches(max_chunksize=_SCAN_BATCH_ROWS), raw.schema)
-    con = duckdb.connect()
+    con = scratch_connection()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         leads, issues, stale = _run(con, statement, raw, columns, detected_at)
         if stale:
             # Pages stored before a property was renamed: re-key them by id, parse them again.

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from leads_pipeline.duck import scratch_connection
 from leads_pipeline.lake import ACTION, DELETE, UPSERT, DeltaLake, WriteOutcome
 from leads_pipeline.parsing import ISSUES_SCHEMA, leads_schema, parse_pages
 from leads_pipeline.property_map import ResolvedColumn
@@ -192,9 +192,8 @@ def _merge_issues(
     if current is None:
         current = ISSUES_SCHEMA.empty_table()
     current = current.cast(ISSUES_SCHEMA)
-    con = duckdb.connect()
+    con = scratch_connection()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         con.register("current_issues", current)
         con.register("new_issues", new)
         con.register("affected", pa.table({"page_id": affected}))

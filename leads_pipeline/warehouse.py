@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from leads_pipeline.duck import scratch_connection
 from leads_pipeline.property_map import EVENT_COLUMNS
 
 SCHEMA = "analytics"
@@ -80,7 +81,7 @@ def event_counts_sql(relation: str, grain: str) -> str:
 
 def compute_event_counts(leads: pa.dataset.Dataset | pa.Table, grain: str) -> pa.Table:
     """Runs :func:`event_counts_sql` over an Arrow dataset or table of ``leads``."""
-    con = duckdb.connect()
+    con = scratch_connection()
     try:
         con.register("leads", leads)
         return con.sql(event_counts_sql("leads", grain)).to_arrow_table()

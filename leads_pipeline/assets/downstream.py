@@ -16,6 +16,7 @@ from tabulate import tabulate
 
 from leads_pipeline.assets.analytics import monthly_event_counts, weekly_event_counts
 from leads_pipeline.automation import follow_upstream
+from leads_pipeline.duck import scratch_connection
 from leads_pipeline.funnel import (
     DEFAULT_OBJECTIVE_WEEKS,
     DEFAULT_WEEKLY_TARGETS,
@@ -113,7 +114,7 @@ def monthly_funnel_conversion(warehouse: WarehouseResource) -> dg.MaterializeRes
     100 %. Table ``analytics.monthly_funnel_conversion``.
     """
     counts = _read_counts(warehouse, MONTHLY_TABLE, "month_start", "monthly_event_counts")
-    con = duckdb.connect()
+    con = scratch_connection()
     try:
         con.register("monthly_counts", counts)
         funnel = compute_funnel(con, "monthly_counts")
