@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from leads_pipeline.raw_store import RAW_SCHEMA, pages_to_raw
 from leads_pipeline.sample_data import SAMPLE_DATA_SOURCE_ID, SAMPLE_DATABASE_ID, SAMPLE_SCHEMA
 from leads_pipeline.sources.base import ListingStats
 from leads_pipeline.sources.notion import NotionDiscoveryError, NotionLeadsSource, normalize_id
+from leads_pipeline.sources.notion_answers import (
+    Envelope,
+    MalformedAnswerError,
+    answers_to_rows,
+    read_envelope,
+)
 from leads_pipeline.sources.notion_http import (
     NotionAccessError,
     NotionRequestError,
@@ -258,3 +268,83 @@ def test_the_sensor_probe_is_one_request(fake_notion):
     assert source.latest_edit(after=newest, stats=stats) == later
     assert fake_notion.counts["query"] == 3
     assert iso_minute(later).endswith(":00.000Z")
+
+
+def raw_listed(source: NotionLeadsSource, since=None, complete=()) -> tuple[pa.Table, ListingStats]:
+    stats = ListingStats()
+    synced_at = datetime(2026, 1, 1, tzinfo=UTC)
+    batches = list(
+        source.list_raw(
+            edited_on_or_after=since,
+            stats=stats,
+            synced_at=synced_at,
+            complete_property_ids=complete,
+        )
+    )
+    return pa.concat_tables(batches) if batches else RAW_SCHEMA.empty_table(), stats
+
+
+def test_raw_rows_equal_the_pages_listed_across_capped_windows():
+    # A cap of 250 rows per query: the listing spans several windows, with a trashed page and
+    # pages sharing edit minutes at the window boundaries.
+    fake = FakeNotion(result_cap=250)
+    pages = fake.seed_sample(1_050)
+    fake.edit(pages[10]["id"], at=datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    fake.trash(pages[20]["id"])
+    with fake:
+        source = source_for(fake)
+        got, stats = listed(source)
+        rows, raw_stats = raw_listed(source_for(fake))
+    assert rows.schema == RAW_SCHEMA
+    expected = pages_to_raw(got, datetime(2026, 1, 1, tzinfo=UTC))
+    assert rows.num_rows == expected.num_rows == 1_049
+    assert rows.equals(expected)  # same rows, same order, properties byte for byte
+    assert raw_stats.pages == stats.pages == 1_049
+    assert raw_stats.requests == stats.requests > 1_050 / 100
+
+
+def test_raw_listing_completes_only_the_truncated_values_asked_for(fake_notion):
+    pages = fake_notion.seed_sample(20)
+    people = [{"object": "user", "id": str(uuid.UUID(int=i))} for i in range(130)]
+    fake_notion.set_references(pages[5]["id"], "Responsable", people)
+    property_id = SAMPLE_SCHEMA["Responsable"]["id"]
+
+    rows, stats = raw_listed(source_for(fake_notion))
+    kept = json.loads(
+        rows.filter(pc.equal(rows["page_id"], pages[5]["id"]))["properties_json"][0].as_py()
+    )
+    assert len(kept["Responsable"]["people"]) == 25 and kept["Responsable"]["has_more"] is True
+    assert stats.values_completed == 0
+
+    rows, stats = raw_listed(source_for(fake_notion), complete={property_id})
+    by_id = {r["page_id"]: json.loads(r["properties_json"]) for r in rows.to_pylist()}
+    assert by_id[pages[5]["id"]]["Responsable"]["people"] == people
+    assert by_id[pages[5]["id"]]["Responsable"]["has_more"] is False
+    assert stats.values_completed == 1
+    assert rows.num_rows == 20
+
+
+def test_a_garbled_answer_is_retried_then_fails_naming_the_request(fake_notion):
+    fake_notion.seed_sample(5)
+    # A 200 that is not JSON (a misbehaving proxy): transient once, then for good.
+    fake_notion.faults.append(Fault("status", route="query", status=200, html=True, times=1))
+    rows, stats = raw_listed(source_for(fake_notion))
+    assert rows.num_rows == 5 and stats.retries == 1
+    fake_notion.faults.append(Fault("status", route="query", status=200, html=True, times=None))
+    with pytest.raises(NotionRetriesExhaustedError, match=r"POST /v1/data_sources/.*/query.*JSON"):
+        raw_listed(source_for(fake_notion, max_retry_seconds=0.3))
+
+
+def test_answer_envelopes_and_malformed_bodies():
+    envelope = read_envelope(
+        b'{"object":"list","results":[{"object":"page","properties":{"next_cursor":{}}}],'
+        b'"next_cursor":"c-2","has_more":true,"request_status":{"type":"incomplete"}}'
+    )
+    assert envelope == Envelope(next_cursor="c-2", has_more=True, incomplete=True)
+    assert read_envelope(b'{"results":[],"next_cursor":null,"has_more":false}') == Envelope(
+        next_cursor=None, has_more=False, incomplete=False
+    )
+    with pytest.raises(MalformedAnswerError, match="not a JSON object"):
+        read_envelope(b"<html>502</html>")
+    with pytest.raises(MalformedAnswerError, match="no id"):
+        answers_to_rows([b'{"results":[{"object":"page","properties":{}}]}'], datetime.now(UTC))

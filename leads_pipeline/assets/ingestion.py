@@ -18,7 +18,6 @@ from leads_pipeline.raw_store import (
     check_source,
     load_schema,
     merge_raw,
-    pages_to_raw,
     read_state,
     store_schema,
 )
@@ -92,10 +91,14 @@ def raw_notion_leads(
     stats = ListingStats()
     commit_metadata = {"source": source.source_name, "source_identity": source.identity()}
     with RawSpool() as spool:
-        for batch in source.list_pages(edited_on_or_after=since, stats=stats, log=context.log):
-            if truncatable:
-                batch = source.complete_truncated(batch, truncatable, stats=stats)
-            spool.append(pages_to_raw(batch, synced_at))
+        for rows in source.list_raw(
+            edited_on_or_after=since,
+            stats=stats,
+            synced_at=synced_at,
+            complete_property_ids=truncatable,
+            log=context.log,
+        ):
+            spool.append(rows)
         keep = spool.select(state.keys, cutoff)
         listed = spool.keys()["page_id"]
         if full:

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
+import pyarrow as pa
+
+from leads_pipeline.raw_store import pages_to_raw
 
 
 @dataclass
@@ -60,6 +63,36 @@ class LeadsSource(dg.ConfigurableResource, ABC):
         Yields:
             Lists of page objects.
         """
+
+    def list_raw(
+        self,
+        *,
+        edited_on_or_after: datetime | None,
+        stats: ListingStats,
+        synced_at: datetime,
+        complete_property_ids: Collection[str] = (),
+        log: logging.Logger | None = None,
+    ) -> Iterator[pa.Table]:
+        """The listing of :meth:`list_pages` as ``raw_notion_leads`` rows, batch by batch.
+
+        Values of the properties in ``complete_property_ids`` are completed first (see
+        :meth:`complete_truncated`). Sources that can build rows without Python page objects
+        override this.
+
+        Args:
+            edited_on_or_after: As for :meth:`list_pages`.
+            stats: Counters to update while listing.
+            synced_at: Time of this sync, written in ``synced_at``.
+            complete_property_ids: Ids of the properties whose values must be complete.
+            log: Where to report progress.
+
+        Yields:
+            Tables with :data:`leads_pipeline.raw_store.RAW_SCHEMA`.
+        """
+        for pages in self.list_pages(edited_on_or_after=edited_on_or_after, stats=stats, log=log):
+            if complete_property_ids:
+                pages = self.complete_truncated(pages, complete_property_ids, stats=stats)
+            yield pages_to_raw(pages, synced_at)
 
     def complete_truncated(
         self, pages: list[dict], property_ids: Collection[str], *, stats: ListingStats

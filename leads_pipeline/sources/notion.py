@@ -8,6 +8,7 @@ starts ``on_or_after`` the last edit time seen, skipping the pages of that minut
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -16,11 +17,18 @@ from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import httpx
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from notion_client import Client
+from notion_client.errors import RequestTimeoutError
 from pydantic import Field, PrivateAttr
 
+from leads_pipeline.raw_store import RAW_SCHEMA
 from leads_pipeline.settings import DEFAULT_NOTION_API_BASE_URL
 from leads_pipeline.sources.base import LeadsSource, ListingStats
+from leads_pipeline.sources.notion_answers import Envelope, answers_to_rows, read_envelope
 from leads_pipeline.sources.notion_http import (
     CallPolicy,
     InvalidCursorError,
@@ -37,6 +45,17 @@ _CAPPED = "the query reached Notion's 10,000-row limit"
 _CURSOR_REJECTED = "Notion rejected the pagination cursor"
 #: Restarts of a window that bring no new page before the listing gives up.
 _MAX_STALLED_RESTARTS = 5
+#: Answers decoded together by :meth:`NotionLeadsSource.list_raw` (one DuckDB pass each).
+_DECODE_BATCH = 16
+
+
+def _with_envelope(response: dict) -> tuple[dict, Envelope]:
+    status = response.get("request_status") or {}
+    return response, Envelope(
+        next_cursor=response.get("next_cursor"),
+        has_more=bool(response.get("has_more")),
+        incomplete=status.get("type") == "incomplete",
+    )
 
 
 class NotionDiscoveryError(NotionSyncError):
@@ -163,14 +182,17 @@ class _Window:
     boundary_ids: set[str] = field(default_factory=set)
 
     def accept(self, page: dict) -> bool:
-        edited = page["last_edited_time"]
+        return self.accept_id(page["id"], page["last_edited_time"])
+
+    def accept_id(self, page_id: str, edited: str) -> bool:
+        """Whether a page listed with this edit time is new to the listing (and records it)."""
         if edited == self.boundary:
-            if page["id"] in self.boundary_ids:
+            if page_id in self.boundary_ids:
                 return False
-            self.boundary_ids.add(page["id"])
+            self.boundary_ids.add(page_id)
         elif self.boundary is None or edited > self.boundary:
             self.boundary = edited
-            self.boundary_ids = {page["id"]}
+            self.boundary_ids = {page_id}
         return True
 
 
@@ -327,6 +349,32 @@ class NotionLeadsSource(LeadsSource):
             log=log,
         )
 
+    def _query_answer(
+        self, data_source_id: str, body: dict, stats: ListingStats, log: logging.Logger | None
+    ) -> tuple[bytes, Envelope]:
+        """One query, its answer's body left undecoded (see :mod:`.notion_answers`).
+
+        The request is built and sent by notion-client (its headers, version, base URL and
+        timeout), and a failed answer raises notion-client's own errors, as ``request`` would.
+        """
+        client = self.client()
+        path = f"data_sources/{data_source_id}/query"
+
+        def send() -> tuple[bytes, Envelope]:
+            # notion-client's request() minus decoding the body into Python objects.
+            request = client._build_request("POST", path, None, body)
+            try:
+                response = client.client.send(request)
+            except httpx.TimeoutException as error:
+                raise RequestTimeoutError() from error
+            if not response.is_success:
+                client._parse_response(response)  # raises the error notion-client would
+            return response.content, read_envelope(response.content)
+
+        return self.caller().call(
+            "POST", f"/v1/{path}", send, stats, subject=f"data source {data_source_id}", log=log
+        )
+
     def list_pages(
         self,
         *,
@@ -334,13 +382,49 @@ class NotionLeadsSource(LeadsSource):
         stats: ListingStats,
         log: logging.Logger | None = None,
     ) -> Iterator[list[dict]]:
+        return self._listing(edited_on_or_after, stats, log, self._window_pages)
+
+    def list_raw(
+        self,
+        *,
+        edited_on_or_after: datetime | None,
+        stats: ListingStats,
+        synced_at: datetime,
+        complete_property_ids: Collection[str] = (),
+        log: logging.Logger | None = None,
+    ) -> Iterator[pa.Table]:
+        """Lists live pages as ``raw_notion_leads`` rows, decoding answers in bulk with DuckDB.
+
+        Same listing as :meth:`list_pages` (windows, pacing, retries, progress); the answers are
+        never turned into Python objects, except pages with a truncated value to complete.
+        """
+        wanted = set(complete_property_ids)
+        names = (
+            {
+                name
+                for name, prop in self.data_source_schema().items()
+                if prop.get("id") in wanted and prop.get("type") in TRUNCATABLE_TYPES
+            }
+            if wanted
+            else set()
+        )
+
+        def window_rows(data_source_id, window, stats, progress):
+            return self._window_rows(
+                data_source_id, window, stats, progress, synced_at, names, complete_property_ids
+            )
+
+        return self._listing(edited_on_or_after, stats, log, window_rows)
+
+    def _listing(self, edited_on_or_after, stats, log, list_window) -> Iterator:
+        """The window loop shared by :meth:`list_pages` and :meth:`list_raw`."""
         data_source_id = self._data_source(stats)
         window = _Window(start=_iso(edited_on_or_after) if edited_on_or_after else None)
         progress = _Progress(log, stats, self.progress_interval_seconds)
         stalled = 0
         while True:
             pages_before = stats.pages
-            capped = yield from self._list_window(data_source_id, window, stats, progress)
+            capped = yield from list_window(data_source_id, window, stats, progress)
             if capped is None:
                 break
             # Capped at 10,000 rows, or the cursor turned invalid: a new window from the last
@@ -367,14 +451,21 @@ class NotionLeadsSource(LeadsSource):
         if log is not None:
             progress.report(None)
 
-    def _list_window(
-        self, data_source_id: str, window: _Window, stats: ListingStats, progress: _Progress
-    ) -> Generator[list[dict], None, str | None]:
-        """Pages through one query, yielding batches; returns None at the end of the data, else
-        why it stopped early (the 10,000-row limit, a rejected cursor).
+    def _answers(
+        self,
+        data_source_id: str,
+        window: _Window,
+        stats: ListingStats,
+        progress: _Progress,
+        decode: bool,
+    ) -> Generator[tuple[object, Envelope], None, str | None]:
+        """Pages through one query window, yielding each answer with its envelope; returns None
+        at the end of the data, else why it stopped early (the 10,000-row limit, a rejected
+        cursor).
 
         The next page is requested as soon as the cursor is known, so Notion's answer time
-        overlaps with the caller's work on the batch just yielded.
+        overlaps with the caller's work on the answer just yielded. With ``decode``, answers are
+        Python objects (decoded in the request's thread), else undecoded bodies.
         """
 
         def request(cursor: str | None) -> _Pending:
@@ -383,19 +474,44 @@ class NotionLeadsSource(LeadsSource):
                 body["filter"] = _edited_filter("on_or_after", window.start)
             if cursor is not None:
                 body["start_cursor"] = cursor
-            return _Pending(lambda: self._query(data_source_id, body, stats, progress.log))
+            if decode:
+                return _Pending(
+                    lambda: _with_envelope(self._query(data_source_id, body, stats, progress.log))
+                )
+            return _Pending(lambda: self._query_answer(data_source_id, body, stats, progress.log))
 
         pending = request(None)
         while True:
             try:
-                response = pending.result()
+                answer, envelope = pending.result()
             except InvalidCursorError as error:
                 return f"{_CURSOR_REJECTED} ({error})"
-            incomplete = (response.get("request_status") or {}).get("type") == "incomplete"
-            cursor = response.get("next_cursor")
-            more = bool(response.get("has_more") and cursor) and not incomplete
+            more = bool(envelope.has_more and envelope.next_cursor) and not envelope.incomplete
             if more:
-                pending = request(cursor)
+                pending = request(envelope.next_cursor)
+            yield answer, envelope
+            if envelope.incomplete:
+                return _CAPPED
+            if not more:
+                return None
+
+    def _report_progress(self, window: _Window, stats: ListingStats, progress: _Progress) -> None:
+        if progress.due():
+            if not progress.probed:
+                progress.probed = True
+                progress.newest_edit = self.latest_edit(after=None, stats=stats)
+            progress.report(_instant(window.boundary) if window.boundary else None)
+
+    def _window_pages(
+        self, data_source_id: str, window: _Window, stats: ListingStats, progress: _Progress
+    ) -> Generator[list[dict], None, str | None]:
+        """One window of :meth:`list_pages`: batches of page objects."""
+        answers = self._answers(data_source_id, window, stats, progress, decode=True)
+        while True:
+            try:
+                response, _ = next(answers)
+            except StopIteration as stop:
+                return stop.value
             batch = [
                 page
                 for page in response.get("results", ())
@@ -408,15 +524,71 @@ class NotionLeadsSource(LeadsSource):
                 progress.first_edit = _instant(batch[0]["last_edited_time"])
             if batch:
                 yield batch
-            if incomplete:
-                return _CAPPED
-            if not more:
-                return None
-            if progress.due():
-                if not progress.probed:
-                    progress.probed = True
-                    progress.newest_edit = self.latest_edit(after=None, stats=stats)
-                progress.report(_instant(window.boundary) if window.boundary else None)
+            self._report_progress(window, stats, progress)
+
+    def _window_rows(
+        self,
+        data_source_id: str,
+        window: _Window,
+        stats: ListingStats,
+        progress: _Progress,
+        synced_at: datetime,
+        truncatable_names: Collection[str],
+        complete_property_ids: Collection[str],
+    ) -> Generator[pa.Table, None, str | None]:
+        """One window of :meth:`list_raw`: raw rows, decoded ``_DECODE_BATCH`` answers at a time."""
+        answers = self._answers(data_source_id, window, stats, progress, decode=False)
+        bodies: list[bytes] = []
+        ended = False
+        capped = None
+        while not ended:
+            try:
+                body, _ = next(answers)
+                bodies.append(body)
+            except StopIteration as stop:
+                ended, capped = True, stop.value
+            if bodies and (ended or len(bodies) >= _DECODE_BATCH):
+                rows = self._accepted_rows(
+                    answers_to_rows(bodies, synced_at, truncatable_names), window
+                )
+                bodies = []
+                stats.pages += rows.num_rows
+                if rows.num_rows and progress.first_edit is None:
+                    progress.first_edit = rows["last_edited_time"][0].as_py()
+                if rows.num_rows:
+                    yield self._complete_rows(rows, complete_property_ids, stats)
+                self._report_progress(window, stats, progress)
+        return capped
+
+    @staticmethod
+    def _accepted_rows(rows: pa.Table, window: _Window) -> pa.Table:
+        """The live pages of ``rows`` that are new to the listing (see :class:`_Window`)."""
+        live = rows.filter(pc.and_(pc.equal(rows["object"], "page"), pc.invert(rows["in_trash"])))
+        accepted = [
+            window.accept_id(page_id, edited)
+            for page_id, edited in zip(
+                live["page_id"].to_pylist(), live["last_edited_text"].to_pylist(), strict=True
+            )
+        ]
+        return live.filter(pa.array(accepted, pa.bool_()))
+
+    def _complete_rows(
+        self, rows: pa.Table, complete_property_ids: Collection[str], stats: ListingStats
+    ) -> pa.Table:
+        """``rows`` as ``RAW_SCHEMA``, truncated values completed (those pages only decoded)."""
+        flagged = rows["truncated"].to_pylist()
+        rows = rows.select(RAW_SCHEMA.names)
+        if not any(flagged):
+            return rows
+        texts = rows["properties_json"].to_pylist()
+        ids = rows["page_id"].to_pylist()
+        for index, truncated in enumerate(flagged):
+            if truncated:
+                page = {"id": ids[index], "properties": json.loads(texts[index])}
+                self.complete_truncated([page], complete_property_ids, stats=stats)
+                texts[index] = orjson.dumps(page["properties"]).decode()
+        position = RAW_SCHEMA.get_field_index("properties_json")
+        return rows.set_column(position, RAW_SCHEMA.field(position), pa.array(texts, pa.string()))
 
     # -- sensor probe and truncated values ------------------------------------------------------
 

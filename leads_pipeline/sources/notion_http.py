@@ -23,6 +23,7 @@ import httpx
 from notion_client.errors import HTTPResponseError, RequestTimeoutError
 
 from leads_pipeline.sources.base import ListingStats
+from leads_pipeline.sources.notion_answers import MalformedAnswerError
 
 #: HTTP statuses worth retrying: server errors, gateway errors, overload, and write conflicts.
 RETRYABLE_STATUSES = frozenset({409, 500, 502, 503, 504, 529})
@@ -223,7 +224,7 @@ class NotionCaller:
             except RequestTimeoutError as error:
                 delay, rate_limited = self._backoff(attempt), False
                 reason = f"timeout ({error})"
-            except (httpx.TransportError, json.JSONDecodeError) as error:
+            except (httpx.TransportError, json.JSONDecodeError, MalformedAnswerError) as error:
                 delay, rate_limited = self._backoff(attempt), False
                 reason = f"{type(error).__name__}: {error}"
             elapsed = self.clock() - started
