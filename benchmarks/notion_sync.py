@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -199,7 +200,7 @@ def _cli(args: list[str], env: dict) -> float:
     return round(time.perf_counter() - started, 2)
 
 
-def bench_unlimited_and_no_change(pages: int, which: set[str], spread_tail: bool):
+def bench_unlimited_and_no_change(pages: int, which: set[str], spread_tail: bool, repeats: int = 5):
     """Yields the ``unlimited`` and ``no-change`` results (both on one 100,000-page server)."""
     with fake_server(pages, spread_tail=spread_tail) as info, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -227,21 +228,37 @@ def bench_unlimited_and_no_change(pages: int, which: set[str], spread_tail: bool
             shape.write_text(json.dumps(job_shape(real_definitions())))
             env["NOTION_BENCH_SHAPE"] = str(shape)
             server_counts(info, reset=True)
-            real = _cli(["-m", "leads_pipeline.definitions", "-j", "sync_leads"], env)
+            real_runs, empty_runs = [], []
+            for _ in range(repeats):
+                real_runs.append(
+                    _cli(["-m", "leads_pipeline.definitions", "-j", "sync_leads"], env)
+                )
+                empty_runs.append(
+                    _cli(
+                        [
+                            "-f",
+                            str(ROOT / "benchmarks" / "notion_empty_job.py"),
+                            "-j",
+                            "sync_leads",
+                        ],
+                        env,
+                    )
+                )
             counts = server_counts(info)
-            empty = _cli(
-                ["-f", str(ROOT / "benchmarks" / "notion_empty_job.py"), "-j", "sync_leads"], env
-            )
+            real, empty = statistics.median(real_runs), statistics.median(empty_runs)
             yield (
                 {
                     "benchmark": "no-change",
                     "pages": pages,
                     "spread_tail": spread_tail,
-                    "query_requests": counts.get("query", 0),
+                    "repeats": repeats,
+                    "query_requests_per_sync": counts.get("query", 0) / repeats,
                     "server_requests": counts,
-                    "sync_leads_seconds": real,
-                    "empty_job_seconds": empty,
-                    "difference_seconds": round(real - empty, 2),
+                    "sync_leads_seconds": real_runs,
+                    "empty_job_seconds": empty_runs,
+                    "median_sync_leads_seconds": real,
+                    "median_empty_job_seconds": empty,
+                    "median_difference_seconds": round(real - empty, 2),
                 }
             )
 
@@ -256,6 +273,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="Spread the pages the generator stamps with its end date one minute apart.",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="No-change syncs (each followed by an empty job) to take the medians of.",
+    )
     options = parser.parse_args(argv)
     which = set(options.which)
     results = []
@@ -263,7 +286,9 @@ def main(argv: list[str] | None = None) -> None:
         results.append(bench_paced(options.paced_pages))
         print(json.dumps(results[-1]), flush=True)
     if which & {"unlimited", "no-change"}:
-        for result in bench_unlimited_and_no_change(options.pages, which, options.spread_tail):
+        for result in bench_unlimited_and_no_change(
+            options.pages, which, options.spread_tail, options.repeats
+        ):
             results.append(result)
             print(json.dumps(result), flush=True)
 
