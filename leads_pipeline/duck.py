@@ -17,15 +17,23 @@ _lock = threading.Lock()
 _database: tuple[int, duckdb.DuckDBPyConnection] | None = None
 
 
-def scratch_connection() -> duckdb.DuckDBPyConnection:
+def scratch_connection(*, dedicated: bool = False) -> duckdb.DuckDBPyConnection:
     """A new connection to the process's in-memory database, with the UTC time zone.
 
     Close it when done (or use it as a context manager). A forked child gets its own database.
+
+    Args:
+        dedicated: Open a database of its own instead, for work over large inputs (a million
+            rows): the memory it takes goes back when it is closed, where the shared database's
+            allocator would keep it for the rest of the process.
     """
     global _database
-    with _lock:
-        if _database is None or _database[0] != os.getpid():
-            _database = (os.getpid(), duckdb.connect())
-        con = _database[1].cursor()
+    if dedicated:
+        con = duckdb.connect()
+    else:
+        with _lock:
+            if _database is None or _database[0] != os.getpid():
+                _database = (os.getpid(), duckdb.connect())
+            con = _database[1].cursor()
     con.execute("SET TimeZone = 'UTC'")
     return con

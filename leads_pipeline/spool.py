@@ -76,7 +76,7 @@ class RawSpool:
                 ``synced_at`` of the table (without ``synced_at``, only the cut-off applies).
             unchanged_before: The watermark minus the margin, or None to keep every latest row.
         """
-        con = scratch_connection()
+        con = scratch_connection(dedicated=True)  # the keys of a whole listing
         try:
             keys = self.keys()
             con.register(

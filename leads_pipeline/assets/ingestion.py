@@ -204,7 +204,12 @@ def leads_and_quality_issues(
         f"{outcome.leads.deleted} deleted."
     )
     leads_table = store.load(LEADS_TABLE)
-    preview = leads_table.to_pyarrow_dataset().head(10).drop_columns(["extra_properties"])
+    # Without read-ahead, head() decodes whole row groups of several files for 10 rows.
+    preview = (
+        leads_table.to_pyarrow_dataset()
+        .head(10, batch_size=10, batch_readahead=0, fragment_readahead=0)
+        .drop_columns(["extra_properties"])
+    )
     yield dg.MaterializeResult(
         asset_key=LEADS_TABLE,
         metadata={
