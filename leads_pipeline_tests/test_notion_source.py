@@ -28,6 +28,7 @@ from leads_pipeline.sources.notion_http import (
     NotionSyncError,
 )
 from leads_pipeline_tests.fake_notion import DEFAULT_TOKEN, FakeNotion, Fault, iso_minute
+from leads_pipeline_tests.pages import make_page
 
 SECOND_SOURCE = "3b5c7d9e-1f2a-4b4c-8d6e-8f0a2b4c6d8e"
 
@@ -141,14 +142,35 @@ def test_windows_beat_the_result_cap_without_duplicates():
     assert edits == sorted(edits)
 
 
-def test_more_pages_in_one_minute_than_the_cap_fail_clearly():
+def test_more_pages_in_one_minute_than_the_cap_are_listed_by_creation_time(caplog):
+    # A bulk edit: 180 pages stamped with the same minute, 3 times the per-query cap of 60, among
+    # pages edited before and after it; the listing must return every page exactly once.
+    fake = FakeNotion(result_cap=60)
+    fake.add_database()
+    pages = fake.seed_sample(300)
+    minute = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    for page in pages[50:230]:
+        fake.edit(page["id"], at=minute)
+    for page in pages[230:]:
+        fake.edit(page["id"], at=minute + timedelta(minutes=3))
+    log = logging.getLogger("test.bulk")
+    with fake, caplog.at_level(logging.INFO, logger="test.bulk"):
+        got, _ = listed(source_for(fake, page_size=25), log=log)
+        rows, _ = raw_listed(source_for(fake, page_size=25))
+    ids = [p["id"] for p in got]
+    assert len(ids) == len(set(ids)) == 300
+    assert set(ids) == {p["id"] for p in pages}
+    assert rows["page_id"].to_pylist() == ids
+    assert any("by creation time" in r.getMessage() for r in caplog.records)
+
+
+def test_more_pages_than_the_cap_in_one_edit_and_creation_minute_fail_clearly():
     fake = FakeNotion(result_cap=50)
     fake.add_database()
-    pages = fake.seed_sample(80)
-    minute = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-    for page in pages:
-        fake.edit(page["id"], at=minute)
-    with fake, pytest.raises(NotionSyncError, match="more than 10,000 pages"):
+    created = "2025-05-01T08:00:00.000Z"
+    for n in range(80):
+        fake.add_page(make_page(str(uuid.UUID(int=n + 1)), created=created, edited=created))
+    with fake, pytest.raises(NotionSyncError, match="created in the same minute"):
         listed(source_for(fake))
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
@@ -38,7 +38,6 @@ from leads_pipeline.sources.notion_http import (
 
 NOTION_VERSION = "2025-09-03"
 TRUNCATABLE_TYPES = ("people", "relation")
-_ASCENDING = [{"timestamp": "last_edited_time", "direction": "ascending"}]
 _DESCENDING = [{"timestamp": "last_edited_time", "direction": "descending"}]
 _HEX_ID = re.compile(r"([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})")
 _CAPPED = "the query reached Notion's 10,000-row limit"
@@ -175,25 +174,63 @@ class _Pending:
 
 @dataclass
 class _Window:
-    """Where the next query window starts and which pages of that minute were already listed."""
+    """One query window: where it starts, and which pages of its boundary were already listed.
+
+    A window is sorted and cut on ``key``: ``last_edited_time`` normally; ``created_time`` to
+    list one edit minute (``minute``) holding more pages than a query returns, where
+    ``skip_ids`` are the pages of that minute the enclosing listing already had.
+    """
 
     start: str | None
+    key: str = "last_edited_time"
+    minute: str | None = None
+    skip_ids: frozenset[str] = frozenset()
     boundary: str | None = None
     boundary_ids: set[str] = field(default_factory=set)
 
     def accept(self, page: dict) -> bool:
-        return self.accept_id(page["id"], page["last_edited_time"])
+        return self.accept_id(page["id"], page[self.key])
 
-    def accept_id(self, page_id: str, edited: str) -> bool:
-        """Whether a page listed with this edit time is new to the listing (and records it)."""
-        if edited == self.boundary:
+    def accept_id(self, page_id: str, stamp: str) -> bool:
+        """Whether a page listed with this key value is new to the listing (and records it)."""
+        if page_id in self.skip_ids:
+            return False
+        if stamp == self.boundary:
             if page_id in self.boundary_ids:
                 return False
             self.boundary_ids.add(page_id)
-        elif self.boundary is None or edited > self.boundary:
-            self.boundary = edited
+        elif self.boundary is None or stamp > self.boundary:
+            self.boundary = stamp
             self.boundary_ids = {page_id}
         return True
+
+    def query(self, page_size: int, cursor: str | None) -> dict:
+        """The body of this window's query."""
+        conditions = []
+        if self.minute is not None:
+            following = _iso(_instant(self.minute) + timedelta(minutes=1))
+            conditions += [
+                _edited_filter("on_or_after", self.minute),
+                _edited_filter("before", following),
+            ]
+        if self.start is not None:
+            conditions.append({"timestamp": self.key, self.key: {"on_or_after": self.start}})
+        body: dict = {
+            "sorts": [{"timestamp": self.key, "direction": "ascending"}],
+            "page_size": page_size,
+        }
+        if len(conditions) == 1:
+            body["filter"] = conditions[0]
+        elif conditions:
+            body["filter"] = {"and": conditions}
+        if cursor is not None:
+            body["start_cursor"] = cursor
+        return body
+
+    def edit_position(self) -> datetime | None:
+        """How far the listing got in edit time, for progress estimates."""
+        stamp = self.minute if self.minute is not None else self.boundary
+        return _instant(stamp) if stamp else None
 
 
 class NotionLeadsSource(LeadsSource):
@@ -421,35 +458,62 @@ class NotionLeadsSource(LeadsSource):
         data_source_id = self._data_source(stats)
         window = _Window(start=_iso(edited_on_or_after) if edited_on_or_after else None)
         progress = _Progress(log, stats, self.progress_interval_seconds)
+        yield from self._windows(data_source_id, window, stats, progress, list_window, log)
+        if log is not None:
+            progress.report(None)
+
+    def _windows(self, data_source_id, window, stats, progress, list_window, log) -> Iterator:
+        """Lists ``window`` and the windows following it until the data ends."""
         stalled = 0
         while True:
             pages_before = stats.pages
             capped = yield from list_window(data_source_id, window, stats, progress)
             if capped is None:
-                break
+                return
             # Capped at 10,000 rows, or the cursor turned invalid: a new window from the last
-            # edit time seen. A window that brings nothing new cannot make progress.
+            # key value seen. A window that brings nothing new cannot make progress.
             stalled = stalled + 1 if stats.pages == pages_before else 0
-            same_minute = capped == _CAPPED and window.boundary == window.start
-            if stalled >= _MAX_STALLED_RESTARTS or same_minute:
+            stuck = capped == _CAPPED and window.boundary == window.start
+            if stuck and window.key == "last_edited_time":
+                # More pages edited in one minute than a query returns: list that minute by
+                # creation time, then go on from the next minute.
+                minute = window.boundary
+                if log is not None:
+                    log.info(
+                        f"Notion listing: {capped} within the edit minute {minute}; listing "
+                        "that minute's pages by creation time."
+                    )
+                within = _Window(
+                    start=None,
+                    key="created_time",
+                    minute=minute,
+                    skip_ids=frozenset(window.boundary_ids),
+                )
+                yield from self._windows(data_source_id, within, stats, progress, list_window, log)
+                window.start = _iso(_instant(minute) + timedelta(minutes=1))
+                window.boundary, window.boundary_ids = None, set()
+                stalled = 0
+                continue
+            if stalled >= _MAX_STALLED_RESTARTS or stuck:
                 raise NotionSyncError(
-                    f"Notion listing of data source {data_source_id} cannot progress past edits "
-                    f"of {window.boundary}: "
+                    f"Notion listing of data source {data_source_id} cannot progress past "
+                    f"{window.key} {window.boundary}"
+                    + (f" within the edit minute {window.minute}" if window.minute else "")
+                    + ": "
                     + (
-                        "more than 10,000 pages were edited in that same minute."
-                        if same_minute
+                        "more than 10,000 pages were edited in the same minute and created in "
+                        "the same minute."
+                        if stuck
                         else f"{stalled} windows in a row brought no new page ({capped})."
                     )
                     + " Nothing was written."
                 )
             if log is not None:
                 log.info(
-                    f"Notion listing: {capped}; continuing with pages edited on or after "
-                    f"{window.boundary}."
+                    f"Notion listing: {capped}; continuing with pages whose {window.key} is on "
+                    f"or after {window.boundary}."
                 )
             window.start = window.boundary
-        if log is not None:
-            progress.report(None)
 
     def _answers(
         self,
@@ -469,11 +533,7 @@ class NotionLeadsSource(LeadsSource):
         """
 
         def request(cursor: str | None) -> _Pending:
-            body: dict = {"sorts": _ASCENDING, "page_size": self.page_size}
-            if window.start is not None:
-                body["filter"] = _edited_filter("on_or_after", window.start)
-            if cursor is not None:
-                body["start_cursor"] = cursor
+            body = window.query(self.page_size, cursor)
             if decode:
                 return _Pending(
                     lambda: _with_envelope(self._query(data_source_id, body, stats, progress.log))
@@ -500,7 +560,7 @@ class NotionLeadsSource(LeadsSource):
             if not progress.probed:
                 progress.probed = True
                 progress.newest_edit = self.latest_edit(after=None, stats=stats)
-            progress.report(_instant(window.boundary) if window.boundary else None)
+            progress.report(window.edit_position())
 
     def _window_pages(
         self, data_source_id: str, window: _Window, stats: ListingStats, progress: _Progress
@@ -564,11 +624,10 @@ class NotionLeadsSource(LeadsSource):
     def _accepted_rows(rows: pa.Table, window: _Window) -> pa.Table:
         """The live pages of ``rows`` that are new to the listing (see :class:`_Window`)."""
         live = rows.filter(pc.and_(pc.equal(rows["object"], "page"), pc.invert(rows["in_trash"])))
+        stamps = live["created_text" if window.key == "created_time" else "last_edited_text"]
         accepted = [
-            window.accept_id(page_id, edited)
-            for page_id, edited in zip(
-                live["page_id"].to_pylist(), live["last_edited_text"].to_pylist(), strict=True
-            )
+            window.accept_id(page_id, stamp)
+            for page_id, stamp in zip(live["page_id"].to_pylist(), stamps.to_pylist(), strict=True)
         ]
         return live.filter(pa.array(accepted, pa.bool_()))
 

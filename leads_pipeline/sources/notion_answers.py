@@ -44,7 +44,7 @@ _RESULT_SHAPE = {
 }
 _ANSWER_SHAPE = {"results": [_RESULT_SHAPE]}
 #: Columns of :func:`answers_to_rows` besides ``RAW_SCHEMA``'s.
-LISTING_COLUMNS = ("object", "last_edited_text", "truncated")
+LISTING_COLUMNS = ("object", "created_text", "last_edited_text", "truncated")
 
 
 class MalformedAnswerError(ValueError):
@@ -103,8 +103,8 @@ def answers_to_rows(
             complete: rows where one says ``has_more`` are flagged ``truncated``.
 
     Returns:
-        ``RAW_SCHEMA`` columns plus ``object``, ``last_edited_text`` (the edit time as Notion
-        wrote it) and ``truncated``.
+        ``RAW_SCHEMA`` columns plus ``object``, ``created_text`` and ``last_edited_text`` (the
+        times as Notion wrote them) and ``truncated``.
 
     Raises:
         MalformedAnswerError: If a body is not JSON, or a page has no id.
@@ -151,6 +151,7 @@ def answers_to_rows(
                        CASE WHEN coalesce(r.in_trash, r.archived, FALSE)
                             THEN $synced_at::TIMESTAMPTZ END AS deleted_at,
                        r.object AS object,
+                       r.created_time AS created_text,
                        r.last_edited_time AS last_edited_text,
                        ({truncated}) AS truncated
                 FROM listed
