@@ -246,7 +246,6 @@ def parse_pages(
     columns: tuple[ResolvedColumn, ...],
     schema: Mapping[str, Mapping],
     detected_at: datetime,
-    con: duckdb.DuckDBPyConnection | None = None,
 ) -> ParseResult:
     """Parses raw pages into ``leads`` rows and ``lead_quality_issues`` rows.
 
@@ -259,8 +258,6 @@ def parse_pages(
         columns: The property map resolved against ``schema``.
         schema: The data source's properties, ``{name: {"id", "name", "type"}}``.
         detected_at: Timestamp written in ``detected_at`` of new issues.
-        con: DuckDB connection to parse with (e.g. one for every batch of a derivation); a
-            dedicated one, closed on return, when None.
 
     Returns:
         The typed leads (schema :func:`leads_schema`) and the issues (:data:`ISSUES_SCHEMA`).
@@ -269,9 +266,7 @@ def parse_pages(
     statement = _parse_statement(columns, schema)
     raw = raw.select(["page_id", "created_time", "last_edited_time", "url", "properties_json"])
     raw = pa.Table.from_batches(raw.to_batches(max_chunksize=_SCAN_BATCH_ROWS), raw.schema)
-    own = con is None
-    if own:
-        con = scratch_connection(dedicated=True)
+    con = scratch_connection(dedicated=True)  # closed below: its memory goes back
     try:
         leads, issues, stale = _run(con, statement, raw, columns, detected_at)
         if stale:
@@ -289,8 +284,7 @@ def parse_pages(
             keep_issues = pc.invert(pc.is_in(issues["page_id"], subset["page_id"]))
             issues = pa.concat_tables([issues.filter(keep_issues), fixed_issues])
     finally:
-        if own:
-            con.close()
+        con.close()
     return ParseResult(leads=leads, issues=issues)
 
 
