@@ -15,12 +15,6 @@ from leads_pipeline.raw_store import RAW_SCHEMA, pages_to_raw
 from leads_pipeline.sample_data import SAMPLE_DATA_SOURCE_ID, SAMPLE_DATABASE_ID, SAMPLE_SCHEMA
 from leads_pipeline.sources.base import ListingStats
 from leads_pipeline.sources.notion import NotionDiscoveryError, NotionLeadsSource, normalize_id
-from leads_pipeline.sources.notion_answers import (
-    Envelope,
-    MalformedAnswerError,
-    answers_to_rows,
-    read_envelope,
-)
 from leads_pipeline.sources.notion_http import (
     NotionAccessError,
     NotionRequestError,
@@ -355,18 +349,3 @@ def test_a_garbled_answer_is_retried_then_fails_naming_the_request(fake_notion):
     fake_notion.faults.append(Fault("status", route="query", status=200, html=True, times=None))
     with pytest.raises(NotionRetriesExhaustedError, match=r"POST /v1/data_sources/.*/query.*JSON"):
         raw_listed(source_for(fake_notion, max_retry_seconds=0.3))
-
-
-def test_answer_envelopes_and_malformed_bodies():
-    envelope = read_envelope(
-        b'{"object":"list","results":[{"object":"page","properties":{"next_cursor":{}}}],'
-        b'"next_cursor":"c-2","has_more":true,"request_status":{"type":"incomplete"}}'
-    )
-    assert envelope == Envelope(next_cursor="c-2", has_more=True, incomplete=True)
-    assert read_envelope(b'{"results":[],"next_cursor":null,"has_more":false}') == Envelope(
-        next_cursor=None, has_more=False, incomplete=False
-    )
-    with pytest.raises(MalformedAnswerError, match="not a JSON object"):
-        read_envelope(b"<html>502</html>")
-    with pytest.raises(MalformedAnswerError, match="no id"):
-        answers_to_rows([b'{"results":[{"object":"page","properties":{}}]}'], datetime.now(UTC))

@@ -119,12 +119,11 @@ def answers_to_rows(
         )
         or "FALSE"
     )
-    bodies_table = pa.table(
-        {
-            "seq": pa.array(range(len(bodies)), pa.int64()),
-            "body": pa.array(bodies, pa.binary()).cast(pa.string()),
-        }
-    )
+    try:
+        texts = pa.array(bodies, pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid as error:
+        raise MalformedAnswerError(f"a query answer is not UTF-8 text ({error})") from error
+    bodies_table = pa.table({"seq": pa.array(range(len(bodies)), pa.int64()), "body": texts})
     # One body per record batch: DuckDB parses record batches in parallel.
     bodies_table = pa.Table.from_batches(bodies_table.to_batches(max_chunksize=1))
     con = scratch_connection()
