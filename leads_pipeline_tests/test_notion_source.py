@@ -244,15 +244,24 @@ def test_paced_requests_stay_under_the_servers_limit():
     assert stats.retries == 0 and stats.pacing_wait_seconds > 0
 
 
-def test_progress_is_reported_with_an_estimate(fake_notion, caplog):
-    fake_notion.seed_sample(1050)
+@pytest.mark.parametrize("listing", ["pages", "raw rows"])
+def test_progress_is_reported_with_an_estimate(fake_notion, caplog, listing):
+    fake_notion.seed_sample(2050)
     log = logging.getLogger("test.progress")
+    source = source_for(fake_notion, progress_interval_seconds=0)
     with caplog.at_level(logging.INFO, logger="test.progress"):
-        listed(source_for(fake_notion, progress_interval_seconds=0), log=log)
+        if listing == "pages":
+            listed(source, log=log)
+        else:
+            stats = ListingStats()
+            for _ in source.list_raw(
+                edited_on_or_after=None, stats=stats, synced_at=datetime.now(UTC), log=log
+            ):
+                pass
     lines = [r.getMessage() for r in caplog.records if r.name == "test.progress"]
     assert any("pages left" in line or "pages and" in line for line in lines), lines
     final = lines[-1]
-    assert "1050 pages" in final and "requests" in final and "rate limits" in final
+    assert "2050 pages" in final and "requests" in final and "rate limits" in final
 
 
 def test_truncated_references_are_completed_only_when_asked(fake_notion):
