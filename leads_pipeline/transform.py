@@ -141,12 +141,19 @@ def derive_leads(
             if gone_parts
             else pa.array([], pa.string())
         )
-        if full:
-            # Rows whose raw page is no longer live at all (e.g. written under another map).
-            existing = current.to_pyarrow_dataset().to_table(columns=["id"])["id"]
-            orphans = pc.filter(existing, pc.invert(pc.is_in(existing, parsed_leads["id"])))
-            gone = pa.concat_arrays([gone, orphans.combine_chunks()])
-        leads_outcome = _merge_leads(lake, parsed_leads, gone, commit_metadata)
+        dropped = set(pa.schema(current.schema().to_arrow()).names) - set(target_schema.names)
+        if full and dropped:
+            # A column left the property map: a merge would keep it, no longer maintained. A full
+            # derivation holds every live lead, so it replaces the table (the old version, with
+            # that column, stays readable through time travel).
+            leads_outcome = lake.replace(LEADS_TABLE, parsed_leads, metadata=commit_metadata)
+        else:
+            if full:
+                # Rows whose raw page is no longer live at all (e.g. written under another map).
+                existing = current.to_pyarrow_dataset().to_table(columns=["id"])["id"]
+                orphans = pc.filter(existing, pc.invert(pc.is_in(existing, parsed_leads["id"])))
+                gone = pa.concat_arrays([gone, orphans.combine_chunks()])
+            leads_outcome = _merge_leads(lake, parsed_leads, gone, commit_metadata)
 
     affected = (
         pa.chunked_array(affected_parts, pa.string()).combine_chunks()

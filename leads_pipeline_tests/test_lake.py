@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 
+import pyarrow as pa
 import pytest
 
 from leads_pipeline.raw_store import SourceMismatchError
@@ -142,6 +143,33 @@ def test_property_map_gaining_a_column_evolves_the_schema_and_fills_it_from_raw(
     # The previous version is still readable with its old schema (time travel).
     old = ws.table("leads", version=version).to_pyarrow_table()
     assert "entreprise" not in old.column_names and old.num_rows == 5
+
+
+def test_a_column_removed_from_the_property_map_leaves_the_table(ws, tmp_path):
+    pages = [page(i) for i in range(5)]
+    ws.publish(pages)
+    map_path = tmp_path / "map.toml"
+    map_path.write_text('[columns.entreprise]\nproperty = "Entreprise"\nkind = "text"\n')
+    ws.property_map = str(map_path)
+    ws.sync()
+    with_column = ws.table("leads").version()
+    assert {r["entreprise"] for r in ws.rows("leads").values()} == {"ACME"}
+
+    ws.property_map = None  # back to the defaults: entreprise is unmapped again
+    result = ws.sync()
+    assert metadata_of(result, "leads")["mode"].value == "full"
+    assert "entreprise" not in pa.schema(ws.table("leads").schema().to_arrow()).names
+    rows = ws.rows("leads")
+    assert actual_leads(ws) == expected_leads(pages)
+    # The property is kept again with the other unmapped ones.
+    assert all(json.loads(r["extra_properties"])["Entreprise"] == "ACME" for r in rows.values())
+    # Nothing lost: the version with the column is still readable (time travel).
+    old = ws.table("leads", version=with_column).to_pyarrow_table()
+    assert "entreprise" in old.column_names and old.num_rows == 5
+    # And a sync with no change after it commits nothing.
+    version = ws.table("leads").version()
+    ws.sync()
+    assert ws.table("leads").version() == version
 
 
 def test_rebuild_from_raw_equals_the_synced_result(ws):
