@@ -73,7 +73,7 @@ class RawSpool:
 
         Args:
             stored: ``page_id``, ``last_edited_time``, ``in_trash``, ``deleted_at`` and
-                ``synced_at`` of the table (without ``synced_at``, only the cut-off applies).
+                ``synced_at`` of the table.
             unchanged_before: The watermark minus the margin, or None to keep every latest row.
         """
         con = scratch_connection(dedicated=True)  # the keys of a whole listing
@@ -82,26 +82,16 @@ class RawSpool:
             con.register(
                 "spooled", keys.append_column("seq", pa.array(range(keys.num_rows), pa.int64()))
             )
-            skip = "FALSE"
+            skip, join, params = "FALSE", "", {}
             if stored is not None and unchanged_before is not None:
                 con.register("stored", stored)
-                settled = (
-                    "OR s.synced_at >= k.last_edited_time + $settled"
-                    if "synced_at" in stored.column_names
-                    else ""
-                )
-                skip = f"""(s.page_id IS NOT NULL AND s.deleted_at IS NULL
+                skip = """(s.page_id IS NOT NULL AND s.deleted_at IS NULL
                           AND s.last_edited_time = k.last_edited_time
                           AND s.in_trash IS NOT DISTINCT FROM k.in_trash
-                          AND (k.last_edited_time < $cutoff {settled}))"""
+                          AND (k.last_edited_time < $cutoff
+                               OR s.synced_at >= k.last_edited_time + $settled))"""
                 join = "LEFT JOIN stored s USING (page_id)"
-            else:
-                join = ""
-            params = {}
-            if stored is not None and unchanged_before is not None:
-                params["cutoff"] = unchanged_before
-                if "synced_at" in stored.column_names:
-                    params["settled"] = SETTLED_AFTER
+                params = {"cutoff": unchanged_before, "settled": SETTLED_AFTER}
             mask = con.sql(
                 f"""
                 WITH k AS (SELECT * FROM spooled), ranked AS (

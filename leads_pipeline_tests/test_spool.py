@@ -39,6 +39,8 @@ def test_select_dedupes_and_skips_only_certainly_unchanged_rows():
                 ),
                 "in_trash": [False, False, False, False],
                 "deleted_at": pa.array([None, None, None, NOW], TS),
+                # Synced in the minute of their edit: none has settled.
+                "synced_at": pa.array([stamp(old), stamp(old), stamp(recent), stamp(old)], TS),
             }
         )
         keep = spool.select(stored, unchanged_before=stamp("2025-03-09T09:58:00.000Z"))

@@ -49,12 +49,7 @@ _DECODE_BATCH = 16
 
 
 def _with_envelope(response: dict) -> tuple[dict, Envelope]:
-    status = response.get("request_status") or {}
-    return response, Envelope(
-        next_cursor=response.get("next_cursor"),
-        has_more=bool(response.get("has_more")),
-        incomplete=status.get("type") == "incomplete",
-    )
+    return response, Envelope.of(response)
 
 
 class NotionDiscoveryError(NotionSyncError):

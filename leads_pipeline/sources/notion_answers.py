@@ -10,7 +10,7 @@ raw rows in one parallel pass, keeping each page's ``properties`` as JSON text.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -59,6 +59,16 @@ class Envelope:
     has_more: bool
     incomplete: bool
 
+    @classmethod
+    def of(cls, answer: Mapping) -> Envelope:
+        """The envelope of a decoded answer (or of its envelope fields alone)."""
+        status = answer.get("request_status") or {}
+        return cls(
+            next_cursor=answer.get("next_cursor"),
+            has_more=bool(answer.get("has_more")),
+            incomplete=status.get("type") == "incomplete",
+        )
+
 
 def read_envelope(body: bytes) -> Envelope:
     """Reads ``next_cursor``, ``has_more`` and ``request_status`` of a query answer.
@@ -75,13 +85,7 @@ def read_envelope(body: bytes) -> Envelope:
         raise MalformedAnswerError(f"not a JSON object ({error}): {body[:200]!r}") from error
     if table.num_rows != 1:
         raise MalformedAnswerError(f"expected one JSON object, got {table.num_rows}")
-    row = table.to_pylist()[0]
-    status = row.get("request_status") or {}
-    return Envelope(
-        next_cursor=row.get("next_cursor"),
-        has_more=bool(row.get("has_more")),
-        incomplete=status.get("type") == "incomplete",
-    )
+    return Envelope.of(table.to_pylist()[0])
 
 
 def _lit(text: str) -> str:
