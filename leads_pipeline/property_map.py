@@ -5,17 +5,25 @@ The map names each property by name or by id. It is resolved against the data so
 
 A TOML file (``LEADS_PROPERTY_MAP``) replaces or extends the built-in French defaults::
 
-    [columns.nom]
-    property = "Nom"            # a property name or a property id
-    kind = "text"
+    [columns]
+    nom = "Name"                # a property name or a property id, the column's default kind
+    telephone = false           # no such property: the column stays in leads, always NULL
+
+    [columns.date_prise_contact]
+    property = "Created"        # a created_time property
+    kind = "date"
 
     [columns.entreprise]        # a new column: the leads table gains a nullable column
     property = "Entreprise"
     kind = "text"
+
+Every column but ``nom`` may be disabled. The kinds, the Notion types each accepts and what it
+produces are the records of :data:`leads_pipeline.parsing.KINDS`.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import tomllib
@@ -25,19 +33,29 @@ from pathlib import Path
 
 import pyarrow as pa
 
-#: Column kinds: the Notion property types each accepts, and the Arrow type it produces.
-KINDS: dict[str, tuple[tuple[str, ...], pa.DataType]] = {
-    "text": (("title", "rich_text"), pa.string()),
-    "email": (("email",), pa.string()),
-    "phone": (("phone_number",), pa.string()),
-    "option": (("status", "select"), pa.string()),
-    "date": (("date",), pa.date32()),
-    "number": (("number",), pa.float64()),
-    "checkbox": (("checkbox",), pa.bool_()),
-    "url": (("url",), pa.string()),
-    # The ids of the people or related pages, as a JSON array (truncated values are completed).
-    "references": (("people", "relation"), pa.string()),
-}
+from leads_pipeline.parsing import KINDS, RULES_VERSION, Kind
+
+__all__ = [
+    "DEFAULT_COLUMNS",
+    "EVENT_COLUMNS",
+    "KINDS",
+    "PROPERTY_MAP_VARIABLE",
+    "REQUIRED_COLUMNS",
+    "RESERVED_COLUMNS",
+    "ColumnSpec",
+    "Kind",
+    "PropertyMap",
+    "PropertyMapError",
+    "ResolvedColumn",
+    "accepted_types",
+    "bindings",
+    "kinds_accepting",
+    "load_property_map",
+    "resolve",
+]
+
+#: The setting naming the map file.
+PROPERTY_MAP_VARIABLE = "LEADS_PROPERTY_MAP"
 
 #: The five event columns that the weekly and monthly counts are made of, in contract order.
 EVENT_COLUMNS: tuple[str, ...] = (
@@ -48,17 +66,58 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "date_relance",
 )
 
+#: Columns that must be mapped (the page id is always there).
+REQUIRED_COLUMNS: tuple[str, ...] = ("nom",)
+
 #: Columns of ``leads`` that come from page metadata, not from properties.
 RESERVED_COLUMNS = ("id", "created_time", "last_edited_time", "url", "extra_properties")
+
+#: Columns ``lead_history`` adds beside every column of ``leads``.
+_HISTORY_COLUMNS = (
+    "version",
+    "valid_from",
+    "valid_to",
+    "is_current",
+    "change",
+    "changed_columns",
+    "synced_at",
+)
+
+#: The keys of a column's table in the TOML file, and its top-level tables.
+_COLUMN_KEYS = ("property", "kind")
+_TOP_LEVEL_KEYS = ("columns",)
+
+_SUGGEST = "`leads-pipeline map suggest` prints a map written for the database"
+
+
+def accepted_types(kind: str) -> tuple[str, ...]:
+    """The Notion property types a kind accepts.
+
+    Raises:
+        KeyError: If the kind is unknown.
+    """
+    return KINDS[kind].accepted
+
+
+def kinds_accepting(notion_type: str) -> tuple[str, ...]:
+    """The kinds that accept a Notion property type, in :data:`KINDS` order (may be empty)."""
+    return tuple(name for name, kind in KINDS.items() if notion_type in kind.accepted)
 
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """One column of the map: the property that feeds it (name or id) and its kind."""
+    """One column of the map: the property that feeds it (name or id) and its kind.
+
+    ``property is None`` means the column is disabled: it stays in ``leads``, always NULL.
+    """
 
     column: str
-    property: str
+    property: str | None
     kind: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.property is not None
 
 
 DEFAULT_COLUMNS: tuple[ColumnSpec, ...] = (
@@ -73,6 +132,8 @@ DEFAULT_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("date_relance", "Date de relance", "date"),
 )
 
+_DEFAULTS = {c.column: c for c in DEFAULT_COLUMNS}
+
 
 class PropertyMapError(ValueError):
     """The property map is invalid or does not fit the data source; the message names the culprit."""
@@ -85,102 +146,297 @@ class PropertyMap:
     columns: tuple[ColumnSpec, ...] = DEFAULT_COLUMNS
 
     def fingerprint(self) -> str:
-        """A short hash that changes whenever the map changes (used to trigger a rebuild)."""
-        payload = json.dumps([[c.column, c.property, c.kind] for c in self.columns])
+        """A short hash that changes whenever the map changes (used to trigger a rebuild).
+
+        Disabling or enabling a column changes it, and so does a new version of the parsing
+        rules (:data:`leads_pipeline.parsing.RULES_VERSION`).
+        """
+        payload = json.dumps(
+            {
+                "rules": RULES_VERSION,
+                "columns": [[c.column, c.property, c.kind] for c in self.columns],
+            }
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _close(word: str, candidates) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or nothing."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _validate_name(column: str, origin: str) -> None:
+    if column.startswith("_"):
+        raise PropertyMapError(
+            f"{origin}: column {column!r} is reserved: names starting with '_' are used by the "
+            "parser itself."
+        )
+    if column in RESERVED_COLUMNS:
+        raise PropertyMapError(f"{origin}: column {column!r} is reserved for page metadata.")
+    if column in _HISTORY_COLUMNS:
+        raise PropertyMapError(f"{origin}: column {column!r} is reserved by lead_history.")
+    if not column.isidentifier() or column != column.lower():
+        raise PropertyMapError(
+            f"{origin}: column {column!r} must be a lower-case identifier (letters, digits "
+            "and '_', not starting with a digit)."
+        )
+
+
+def _validate_kind(spec: ColumnSpec, origin: str) -> None:
+    if spec.kind not in KINDS:
+        raise PropertyMapError(
+            f"{origin}: column {spec.column!r} has unknown kind {spec.kind!r}"
+            f"{_close(spec.kind, KINDS)}; use one of {', '.join(KINDS)}."
+        )
+    default = _DEFAULTS.get(spec.column)
+    if spec.column in EVENT_COLUMNS and spec.kind != "date":
+        raise PropertyMapError(
+            f"{origin}: the event column {spec.column!r} must have kind 'date' (it is "
+            f"{spec.kind!r}); map a property of a type kind 'date' accepts "
+            f"({KINDS['date'].describe()}), or disable it with `{spec.column} = false`."
+        )
+    if default is not None and KINDS[spec.kind].arrow_type != KINDS[default.kind].arrow_type:
+        fitting = [k for k, v in KINDS.items() if v.arrow_type == KINDS[default.kind].arrow_type]
+        raise PropertyMapError(
+            f"{origin}: column {spec.column!r} of the leads contract holds "
+            f"{KINDS[default.kind].arrow_type} values; kind {spec.kind!r} gives "
+            f"{KINDS[spec.kind].arrow_type}. Use one of {', '.join(fitting)}."
+        )
 
 
 def _validate(columns: tuple[ColumnSpec, ...], origin: str) -> PropertyMap:
     seen: set[str] = set()
     for spec in columns:
-        if not spec.column.isidentifier() or spec.column != spec.column.lower():
-            raise PropertyMapError(
-                f"{origin}: column {spec.column!r} must be a lower-case identifier."
-            )
-        if spec.column in RESERVED_COLUMNS:
-            raise PropertyMapError(
-                f"{origin}: column {spec.column!r} is reserved for page metadata."
-            )
+        _validate_name(spec.column, origin)
         if spec.column in seen:
             raise PropertyMapError(f"{origin}: column {spec.column!r} is mapped twice.")
-        if spec.kind not in KINDS:
-            raise PropertyMapError(
-                f"{origin}: column {spec.column!r} has unknown kind {spec.kind!r}; "
-                f"use one of {', '.join(KINDS)}."
-            )
-        if not spec.property:
-            raise PropertyMapError(f"{origin}: column {spec.column!r} names no property.")
         seen.add(spec.column)
-    for event in EVENT_COLUMNS:
-        spec = next((c for c in columns if c.column == event), None)
-        if spec is None:
-            raise PropertyMapError(f"{origin}: the event column {event!r} must be mapped.")
-        if spec.kind != "date":
-            raise PropertyMapError(f"{origin}: the event column {event!r} must have kind 'date'.")
+        _validate_kind(spec, origin)
+        if spec.property is None:
+            if spec.column in REQUIRED_COLUMNS:
+                raise PropertyMapError(
+                    f"{origin}: column {spec.column!r} is required and cannot be disabled: map "
+                    "it to the database's title property (or another text property)."
+                )
+        elif not isinstance(spec.property, str) or not spec.property.strip():
+            raise PropertyMapError(
+                f"{origin}: column {spec.column!r} names no property; to leave it unmapped, "
+                f"write `{spec.column} = false` under [columns]."
+            )
+    missing = [c for c in (*REQUIRED_COLUMNS, *EVENT_COLUMNS) if c not in seen]
+    if missing:
+        raise PropertyMapError(
+            f"{origin}: the columns {', '.join(map(repr, missing))} must be in the map (mapped, "
+            "or disabled with `= false` when they are not required)."
+        )
     return PropertyMap(columns)
+
+
+def _read_document(path: str | Path, origin: str) -> dict:
+    """The TOML document of a map file, every failure named as a PropertyMapError."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as error:
+        raise PropertyMapError(f"{PROPERTY_MAP_VARIABLE}: file {path} does not exist.") from error
+    except OSError as error:
+        raise PropertyMapError(f"{origin} cannot be read: {error}") from error
+    bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
+    try:
+        text = data[len(bom) :].decode("utf-8")
+    except UnicodeDecodeError as error:
+        position = error.start + len(bom)
+        line = data[:position].count(b"\n") + 1
+        raise PropertyMapError(
+            f"{origin} is not UTF-8 text: byte {position} (0x{data[position]:02x}, line {line}) "
+            "cannot be decoded. Save the file as UTF-8."
+        ) from error
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise PropertyMapError(f"{origin} is not valid TOML: {error}") from error
+
+
+def _spec_from_file(column: str, value: object, origin: str) -> ColumnSpec:
+    """One ``[columns]`` entry: a property (string), ``false``, or a table."""
+    default = _DEFAULTS.get(column)
+    if isinstance(value, Mapping):
+        unknown = [key for key in value if key not in _COLUMN_KEYS]
+        if unknown:
+            key = unknown[0]
+            raise PropertyMapError(
+                f"{origin}: column {column!r} has unknown key {key!r}{_close(key, _COLUMN_KEYS)}; "
+                f"a column's table takes {' and '.join(map(repr, _COLUMN_KEYS))}."
+            )
+        prop = value.get("property", default.property if default else None)
+        kind = value.get("kind", default.kind if default else None)
+        if default is None and ("property" not in value or "kind" not in value):
+            raise PropertyMapError(
+                f"{origin}: new column {column!r} needs both 'property' and 'kind'."
+            )
+        if not isinstance(kind, str) or not (isinstance(prop, str) or prop is False):
+            raise PropertyMapError(
+                f"{origin}: column {column!r} needs string 'property' and 'kind' values "
+                "('property = false' disables it)."
+            )
+        value = prop
+    else:
+        kind = default.kind if default else None
+    if value is False:
+        if default is None:
+            raise PropertyMapError(
+                f"{origin}: {column!r} is not a column of the leads contract"
+                f"{_close(column, _DEFAULTS)}; only those can be disabled (remove the entry of "
+                "a column of your own instead)."
+            )
+        return ColumnSpec(column, None, kind)
+    if isinstance(value, str):
+        if kind is None:
+            raise PropertyMapError(
+                f"{origin}: new column {column!r}{_close(column, _DEFAULTS)} needs a table with "
+                "'property' and 'kind'."
+            )
+        return ColumnSpec(column, value, kind)
+    raise PropertyMapError(
+        f"{origin}: column {column!r} must be a property name (string), false (disabled) or a "
+        f"table with 'property' and 'kind'; got {value!r}."
+    )
 
 
 def load_property_map(path: str | Path | None = None) -> PropertyMap:
     """Loads the property map.
 
     Args:
-        path: A TOML file; the built-in defaults when ``None``. Columns in the file replace the
-            default of the same name; new columns are appended.
+        path: A TOML file (UTF-8); the built-in defaults when ``None``. Columns in the file replace
+            the default of the same name; new columns are appended; a contract column set to
+            ``false`` is disabled.
 
     Returns:
         The validated map.
 
     Raises:
-        PropertyMapError: If the file cannot be read or a column is invalid.
+        PropertyMapError: If the file cannot be read or decoded, has an unknown table or key, or a
+            column is invalid. The message names ``LEADS_PROPERTY_MAP`` and the file.
     """
     if path is None:
         return _validate(DEFAULT_COLUMNS, "default property map")
-    origin = f"property map {path}"
-    try:
-        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise PropertyMapError(f"LEADS_PROPERTY_MAP: file {path} does not exist.") from error
-    except tomllib.TOMLDecodeError as error:
-        raise PropertyMapError(f"{origin} is not valid TOML: {error}") from error
+    origin = f"property map {path} ({PROPERTY_MAP_VARIABLE})"
+    document = _read_document(path, origin)
+    for key in document:
+        if key not in _TOP_LEVEL_KEYS:
+            raise PropertyMapError(
+                f"{origin}: unknown table or key {key!r}{_close(key, _TOP_LEVEL_KEYS)}; the file "
+                "takes a [columns] table only."
+            )
     table = document.get("columns")
     if not isinstance(table, Mapping):
         raise PropertyMapError(f"{origin} needs a [columns] table.")
-    columns = {c.column: c for c in DEFAULT_COLUMNS}
+    columns = dict(_DEFAULTS)
     for column, value in table.items():
-        if isinstance(value, str):
-            default = columns.get(column)
-            if default is None:
-                raise PropertyMapError(
-                    f"{origin}: new column {column!r} needs a table with 'property' and 'kind'."
-                )
-            columns[column] = ColumnSpec(column, value, default.kind)
-        elif isinstance(value, Mapping):
-            default = columns.get(column)
-            kind = value.get("kind", default.kind if default else None)
-            prop = value.get("property")
-            if not isinstance(prop, str) or not isinstance(kind, str):
-                raise PropertyMapError(
-                    f"{origin}: column {column!r} needs string 'property' and 'kind' values."
-                )
-            columns[column] = ColumnSpec(column, prop, kind)
-        else:
-            raise PropertyMapError(f"{origin}: column {column!r} must be a string or a table.")
+        _validate_name(column, origin)
+        columns[column] = _spec_from_file(column, value, origin)
     return _validate(tuple(columns.values()), origin)
 
 
 @dataclass(frozen=True)
 class ResolvedColumn:
-    """A column bound to a property of the data source's schema."""
+    """A column bound to a property of the data source's schema.
+
+    A disabled column has ``property_id = property_name = notion_type = None``.
+    """
 
     column: str
     kind: str
-    property_id: str
-    property_name: str
-    notion_type: str
+    property_id: str | None
+    property_name: str | None
+    notion_type: str | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.property_id is not None
 
     @property
     def arrow_type(self) -> pa.DataType:
-        return KINDS[self.kind][1]
+        return KINDS[self.kind].arrow_type
+
+
+def _describe_schema(schema: Mapping[str, Mapping]) -> str:
+    return ", ".join(f"{n!r} ({p.get('type')})" for n, p in sorted(schema.items())) or "none"
+
+
+def _way_out(column: str) -> str:
+    if column in REQUIRED_COLUMNS:
+        return (
+            f"{_SUGGEST}. Fix the entry of {column!r} in {PROPERTY_MAP_VARIABLE} (column "
+            f"{column!r} is required and cannot be disabled)."
+        )
+    return (
+        f"{_SUGGEST}. Fix the entry of {column!r} in {PROPERTY_MAP_VARIABLE}, or leave the column "
+        f"out with `{column} = false` under [columns]."
+    )
+
+
+def _missing_message(spec: ColumnSpec, schema: Mapping[str, Mapping]) -> str:
+    kind = KINDS[spec.kind]
+    fitting = [n for n, p in sorted(schema.items()) if p.get("type") in kind.accepted]
+    parts = [
+        f"Column {spec.column!r} maps property {spec.property!r}, which the data source does not "
+        f"have (by name or id){_close(spec.property, schema)}. Its properties are: "
+        f"{_describe_schema(schema)}."
+    ]
+    if spec.column in REQUIRED_COLUMNS:
+        titles = [n for n, p in sorted(schema.items()) if p.get("type") == "title"]
+        if titles:
+            parts.append(
+                f"Its title property is {titles[0]!r}: map it with `{spec.column} = "
+                f"{json.dumps(titles[0], ensure_ascii=False)}`."
+            )
+        else:
+            parts.append(
+                f"The data source has no title property at all, so {spec.column!r} cannot be "
+                "resolved to it: map it to another property of a type kind "
+                f"{spec.kind!r} accepts ({kind.describe()})."
+            )
+    if fitting:
+        parts.append(
+            f"Properties of a type kind {spec.kind!r} accepts ({kind.describe()}): "
+            f"{', '.join(map(repr, fitting))}."
+        )
+    parts.append(_way_out(spec.column))
+    return " ".join(parts)
+
+
+def _wrong_type_message(spec: ColumnSpec, prop: Mapping) -> str:
+    kind = KINDS[spec.kind]
+    notion_type = prop.get("type")
+    name = prop.get("name", spec.property)
+    accepting = kinds_accepting(notion_type)
+    parts = [
+        f"Column {spec.column!r} maps property {name!r}, of type {notion_type!r}; kind "
+        f"{spec.kind!r} accepts {kind.describe()}."
+    ]
+    if accepting:
+        parts.append(
+            f"Type {notion_type!r} is accepted by kind{'s' if len(accepting) > 1 else ''} "
+            f"{', '.join(map(repr, accepting))}."
+        )
+    else:
+        parts.append(f"No kind accepts type {notion_type!r}.")
+    default = _DEFAULTS.get(spec.column)
+    usable = [
+        k
+        for k in accepting
+        if default is None or KINDS[k].arrow_type == KINDS[default.kind].arrow_type
+    ]
+    if spec.column in EVENT_COLUMNS:
+        parts.append(f"{spec.column!r} is an event column: it needs kind 'date'.")
+    elif usable:
+        parts.append(
+            f"To read it anyway, set `kind = {json.dumps(usable[0])}` under "
+            f"[columns.{spec.column}]."
+        )
+    parts.append(_way_out(spec.column))
+    return " ".join(parts)
 
 
 def resolve(
@@ -200,33 +456,30 @@ def resolve(
         previous: Earlier bindings, column → (property as named in the map, property id).
 
     Returns:
-        One resolved column per mapped column, in map order.
+        One resolved column per column of the map, in map order; a disabled column has
+        ``property_id = property_name = notion_type = None``.
 
     Raises:
-        PropertyMapError: If a mapped property is missing or of an incompatible type.
+        PropertyMapError: If a mapped property is missing or of a type its kind does not accept;
+            the message names the column, the property, its type and the kinds accepting it.
     """
     by_id = {p["id"]: p for p in schema.values()}
-    by_name = {name: p for name, p in schema.items()}
+    by_name = dict(schema)
     resolved = []
     previous = previous or {}
     for spec in property_map.columns:
+        if not spec.enabled:
+            resolved.append(ResolvedColumn(spec.column, spec.kind, None, None, None))
+            continue
         prop = None
         bound = previous.get(spec.column)
         if bound is not None and bound[0] == spec.property:
             prop = by_id.get(bound[1])
         prop = prop or by_id.get(spec.property) or by_name.get(spec.property)
         if prop is None:
-            available = ", ".join(f"{n!r} ({p['type']})" for n, p in sorted(by_name.items()))
-            raise PropertyMapError(
-                f"Column {spec.column!r} maps property {spec.property!r}, which the data source "
-                f"does not have (by name or id). Its properties are: {available}."
-            )
-        accepted = KINDS[spec.kind][0]
-        if prop["type"] not in accepted:
-            raise PropertyMapError(
-                f"Column {spec.column!r} maps property {prop.get('name', spec.property)!r}, of type "
-                f"{prop['type']!r}; kind {spec.kind!r} accepts {', '.join(accepted)}."
-            )
+            raise PropertyMapError(_missing_message(spec, schema))
+        if prop.get("type") not in KINDS[spec.kind].accepted:
+            raise PropertyMapError(_wrong_type_message(spec, prop))
         resolved.append(
             ResolvedColumn(
                 column=spec.column,
@@ -242,6 +495,9 @@ def resolve(
 def bindings(
     property_map: PropertyMap, columns: tuple[ResolvedColumn, ...]
 ) -> dict[str, tuple[str, str]]:
-    """The bindings to remember for :func:`resolve`'s ``previous``: column → (map entry, id)."""
+    """The bindings to remember for :func:`resolve`'s ``previous``: column → (map entry, id).
+
+    Disabled columns have no binding.
+    """
     specs = {c.column: c.property for c in property_map.columns}
-    return {c.column: (specs[c.column], c.property_id) for c in columns}
+    return {c.column: (specs[c.column], c.property_id) for c in columns if c.enabled}
