@@ -1,7 +1,10 @@
-"""``leads-pipeline``: read the pipeline's results from the shell.
+"""``leads-pipeline``: read the pipeline's results from the shell, and write its property map.
 
-Exit codes: 0 success, 1 unexpected error, 2 usage error (bad option or date), 3 the pipeline has
-not run yet (the message names the command that builds the results).
+Exit codes: 0 success, 1 unexpected error, 2 usage error (bad option or date, ``map suggest
+--output`` onto an existing file without ``--force``), 3 the pipeline has not run yet (the message
+names the command that builds the results), 4 the property map is invalid or does not fit the data
+source's schema (the message names the column and the property), 5 the configuration is invalid (the
+message names the environment variable).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_BUILT = 3
+EXIT_MAP_INVALID = 4
+EXIT_CONFIGURATION = 5
 
 FORMATS = ("table", "json", "csv")
 
@@ -34,17 +39,34 @@ examples:
   leads-pipeline counts --by week --from 2025-W10 --format json | jq '.[0]'
   leads-pipeline status                                   last sync, watermark, row counts
   LEADS_WAREHOUSE_PATH=/srv/leads/warehouse.duckdb leads-pipeline counts --by month
+  leads-pipeline map suggest --output leads_map.toml      a property map for your database
+  LEADS_PROPERTY_MAP=leads_map.toml leads-pipeline map check
 
 configuration:
   LEADS_WAREHOUSE_PATH  DuckDB file with the counts (default data/warehouse.duckdb)
   LEADS_LAKE_URI        Delta lake root (default data/lake); --warehouse/--lake override them
+  LEADS_SOURCE, NOTION_*, LEADS_PROPERTY_MAP   read by `map`, as by a sync
 
 exit codes:
   0  success
   1  unexpected error (message on stderr)
-  2  usage error: unknown option, bad date, --from after --to
+  2  usage error: unknown option, bad date, --from after --to,
+     map suggest --output onto an existing file without --force
   3  the pipeline has not run yet; build the results with:
        {BUILD_COMMAND}
+  4  map: the property map is invalid or does not fit the data source's schema
+  5  the configuration is invalid (the message names the environment variable)
+"""
+
+_MAP_EPILOG = """\
+examples:
+  leads-pipeline map suggest                              print a map for the data source
+  leads-pipeline map suggest --output leads_map.toml      write it (--force to overwrite)
+  leads-pipeline map check --map leads_map.toml           which property feeds which column
+  LEADS_PROPERTY_MAP=leads_map.toml leads-pipeline map check
+
+The data source is the one a sync reads: Notion when NOTION_* is set (NOTION_TOKEN,
+NOTION_DATABASE_ID, NOTION_DATA_SOURCE_ID), else the bundled sample (LEADS_SOURCE=sample).
 """
 
 _COUNTS_EPILOG = """\
@@ -98,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leads-pipeline",
         description="Read the leads pipeline's results: the event counts the old API served, "
-        "and where ingestion stands. Read-only: it never blocks a running pipeline.",
+        "and where ingestion stands. Read-only: it never blocks a running pipeline. `map` "
+        "suggests and checks the property map against the data source's schema.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -149,7 +172,42 @@ def _parser() -> argparse.ArgumentParser:
         "number of values that could not be parsed. Read from Delta logs: cheap, never blocking.",
     )
     status.add_argument("--format", choices=("table", "json"), default="table")
+    _map_parser(commands)
     return parser
+
+
+def _map_parser(commands) -> None:
+    mapping = commands.add_parser(
+        "map",
+        help="suggest or check the property map against the data source's schema",
+        description="The property map says which Notion property feeds which column of leads. "
+        "These commands read the schema of the data source a sync reads (same settings, same "
+        "token) and never list pages.",
+        epilog=_MAP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = mapping.add_subparsers(dest="map_command", required=True, metavar="ACTION")
+    suggest = actions.add_parser(
+        "suggest",
+        help="print a TOML property map matching the data source's properties",
+        description="Proposes, for each column of leads, the property that best fits it by type "
+        "and by name (French and English names), sets columns without a candidate to false, and "
+        "lists every other candidate as a comment.",
+    )
+    suggest.add_argument("--output", metavar="FILE", help="write the map to FILE, not stdout")
+    suggest.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    check = actions.add_parser(
+        "check",
+        help="validate a property map against the data source's schema",
+        description="Resolves the map against the live schema and prints which property (name, "
+        "id, Notion type) feeds which column, the disabled columns and the properties kept in "
+        "extra_properties. Exit code 4 when the map does not fit.",
+    )
+    check.add_argument(
+        "--map",
+        metavar="FILE",
+        help="TOML property map (default: LEADS_PROPERTY_MAP, else the built-in map)",
+    )
 
 
 def _print_records(records: list[dict], output_format: str) -> None:
@@ -166,7 +224,87 @@ def _print_records(records: list[dict], output_format: str) -> None:
         print("(no periods in this range)")
 
 
+class _Refused(Exception):
+    """A request the command declines (e.g. overwriting a file); exit code 2."""
+
+
+def _schema_of_source(settings) -> tuple[dict, str]:
+    """Reads the schema of the data source a sync would read, and says which one it is."""
+    import dagster as dg
+
+    from leads_pipeline.resource_factory import build_source
+    from leads_pipeline.settings import SOURCE_SAMPLE
+
+    # Initialised as a run would initialise it, so that EnvVar("NOTION_TOKEN") is resolved.
+    with dg.build_resources({"source": build_source(settings)}) as resources:
+        source = resources.source
+        schema = dict(source.data_source_schema())
+        identity = source.identity()
+    if settings.source == SOURCE_SAMPLE:
+        origin = f"the bundled sample data source {identity.removeprefix('sample:')}"
+    else:
+        database = settings.notion_database_id
+        origin = f"Notion data source {identity.removeprefix('notion:')} of database {database}"
+    return schema, origin
+
+
+def _map_suggest(args: argparse.Namespace) -> None:
+    from leads_pipeline.map_advisor import render_toml, suggest_map
+    from leads_pipeline.settings import load_settings
+
+    settings = load_settings()
+    if args.output and os.path.exists(args.output) and not args.force:
+        raise _Refused(f"{args.output} exists; pass --force to overwrite it.")
+    schema, origin = _schema_of_source(settings)
+    suggestion = suggest_map(schema)
+    text = render_toml(suggestion, schema, origin)
+    chosen = suggestion.chosen()
+    if chosen["nom"] is None:
+        print(
+            "leads-pipeline: warning: the data source has no title property: set nom to a text "
+            "property by hand.",
+            file=sys.stderr,
+        )
+    if not args.output:
+        sys.stdout.write(text)
+        return
+    with open(args.output, "w" if args.force else "x", encoding="utf-8") as handle:
+        handle.write(text)
+    disabled = [column for column, name in chosen.items() if name is None]
+    print(
+        f"Wrote {args.output}: {len(chosen) - len(disabled)} columns mapped, {len(disabled)} "
+        f"disabled{' (' + ', '.join(disabled) + ')' if disabled else ''}. Review it, then: "
+        f"export LEADS_PROPERTY_MAP={args.output} && leads-pipeline map check",
+        file=sys.stderr,
+    )
+
+
+def _map_check(args: argparse.Namespace) -> None:
+    from leads_pipeline.map_advisor import check_report, render_check
+    from leads_pipeline.property_map import PropertyMapError, load_property_map, resolve
+    from leads_pipeline.settings import load_settings
+
+    settings = load_settings()
+    path = args.map or settings.property_map_path
+    if args.map:
+        map_origin = f"{args.map} (--map)"
+    elif path:
+        map_origin = f"{path} (LEADS_PROPERTY_MAP)"
+    else:
+        map_origin = "the built-in default map"
+    mapping = load_property_map(path)
+    schema, origin = _schema_of_source(settings)
+    try:
+        columns = resolve(mapping, schema)
+    except PropertyMapError as error:
+        raise PropertyMapError(f"{map_origin} does not fit {origin}: {error}") from error
+    sys.stdout.write(render_check(check_report(columns, schema), map_origin, origin))
+
+
 def _run(args: argparse.Namespace) -> None:
+    if args.command == "map":
+        (_map_suggest if args.map_command == "suggest" else _map_check)(args)
+        return
     analytics = LeadsAnalytics(
         warehouse_path=args.warehouse
         or os.environ.get("LEADS_WAREHOUSE_PATH")
@@ -206,11 +344,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--from ({args.start}) is after --to ({args.end})")
         except SystemExit:
             return EXIT_USAGE
+    from leads_pipeline.property_map import PropertyMapError
+    from leads_pipeline.settings import ConfigurationError
+
     try:
         _run(args)
     except PipelineNotRunError as error:
         print(f"leads-pipeline: {error}", file=sys.stderr)
         return EXIT_NOT_BUILT
+    except PropertyMapError as error:
+        print(f"leads-pipeline: invalid property map: {error}", file=sys.stderr)
+        return EXIT_MAP_INVALID
+    except ConfigurationError as error:
+        print(f"leads-pipeline: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIGURATION
+    except _Refused as error:
+        print(f"leads-pipeline: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:  # e.g. piped into `head`: not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
