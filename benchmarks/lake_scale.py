@@ -97,7 +97,7 @@ def bench_source_class():
         def identity(self) -> str:
             return "bench"
 
-        def data_source_schema(self) -> Mapping[str, Mapping]:
+        def data_source_schema(self, log=None) -> Mapping[str, Mapping]:
             return SAMPLE_SCHEMA
 
         def list_pages(self, *, edited_on_or_after, stats: ListingStats, log=None):

@@ -23,6 +23,7 @@ def build_source(settings: Settings) -> Any:
         database_id=settings.notion_database_id,
         data_source_id=settings.notion_data_source_id,
         api_base_url=settings.notion_api_base_url,
+        api_version=settings.notion_api_version,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -13,6 +14,11 @@ SOURCES = (SOURCE_SAMPLE, SOURCE_NOTION)
 DEFAULT_LAKE_URI = "data/lake"
 DEFAULT_WAREHOUSE_PATH = "data/warehouse.duckdb"
 DEFAULT_NOTION_API_BASE_URL = "https://api.notion.com"
+
+#: Notion API versions the pipeline speaks, oldest first; the first is the default.
+NOTION_API_VERSIONS = ("2025-09-03", "2026-03-11")
+DEFAULT_NOTION_API_VERSION = NOTION_API_VERSIONS[0]
+_VERSION_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 NOTION_VARIABLES = (
     "NOTION_TOKEN",
@@ -39,6 +45,8 @@ class Settings:
         notion_data_source_id: Data source to read when the database has several.
         notion_api_base_url: API root.
         notion_token_set: Whether ``NOTION_TOKEN`` is set; the token itself is never held here.
+        notion_api_version: The ``Notion-Version`` sent with every request (one of
+            :data:`NOTION_API_VERSIONS`).
     """
 
     source: str
@@ -49,6 +57,44 @@ class Settings:
     notion_data_source_id: str | None
     notion_api_base_url: str
     notion_token_set: bool
+    notion_api_version: str = DEFAULT_NOTION_API_VERSION
+
+
+def check_notion_api_version(value: str, variable: str = "NOTION_API_VERSION") -> str:
+    """Validates a Notion API version: only the versions the pipeline was built and tested for.
+
+    A newer version may return less than the pipeline needs (from 2026-12-01, queries return only
+    the title unless ``filter_properties`` lists the properties wanted); an older one predates
+    data sources, which the listing reads.
+
+    Args:
+        value: The version, ``YYYY-MM-DD``.
+        variable: What holds it, named in the error.
+
+    Returns:
+        ``value``, stripped.
+
+    Raises:
+        ConfigurationError: If ``value`` is not one of :data:`NOTION_API_VERSIONS`.
+    """
+    version = value.strip()
+    if version in NOTION_API_VERSIONS:
+        return version
+    if not _VERSION_FORMAT.fullmatch(version):
+        what = "is not a Notion API version (they are dates, YYYY-MM-DD)"
+    elif version > NOTION_API_VERSIONS[-1]:
+        what = "is newer than the versions this pipeline supports"
+    elif version < NOTION_API_VERSIONS[0]:
+        what = "is older than the versions this pipeline supports"
+    else:
+        what = "is not one of the versions this pipeline supports"
+    raise ConfigurationError(
+        f"{variable}={value!r} {what}: use {' or '.join(NOTION_API_VERSIONS)} (default "
+        f"{DEFAULT_NOTION_API_VERSION}). Only tested versions are accepted because a newer one may "
+        "return fewer properties (from 2026-12-01, queries return only the title unless "
+        "filter_properties is passed, which would leave the leads' columns empty), and versions "
+        f"before {NOTION_API_VERSIONS[0]} predate data sources, which the listing reads."
+    )
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -90,6 +136,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         notion_data_source_id=_get(env, "NOTION_DATA_SOURCE_ID"),
         notion_api_base_url=_get(env, "NOTION_API_BASE_URL") or DEFAULT_NOTION_API_BASE_URL,
         notion_token_set=_get(env, "NOTION_TOKEN") is not None,
+        notion_api_version=check_notion_api_version(
+            _get(env, "NOTION_API_VERSION") or DEFAULT_NOTION_API_VERSION
+        ),
     )
     if source == SOURCE_NOTION:
         missing = [

@@ -17,6 +17,7 @@ def _isolated_environment(monkeypatch, tmp_path):
         "NOTION_DATABASE_ID",
         "NOTION_DATA_SOURCE_ID",
         "NOTION_API_BASE_URL",
+        "NOTION_API_VERSION",
         "LEADS_LAKE_URI",
         "LEADS_WAREHOUSE_PATH",
         "LEADS_PROPERTY_MAP",

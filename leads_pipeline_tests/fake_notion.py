@@ -1,12 +1,13 @@
-"""A fake Notion API (version 2025-09-03) served over real HTTP on 127.0.0.1, for tests and benchmarks.
+"""A fake Notion API (versions 2025-09-03 and 2026-03-11) served over real HTTP on 127.0.0.1.
 
 It behaves like the parts of the real API the pipeline uses: ``GET /v1/databases/{id}``,
 ``GET /v1/data_sources/{id}``, ``POST /v1/data_sources/{id}/query`` (timestamp filters with
 ``and``/``or``, timestamp sorts, ``page_size`` ≤ 100, cursors, the 10,000-row cap reported by
 ``request_status: incomplete``, trashed pages hidden), ``GET /v1/pages/{id}`` and
 ``GET /v1/pages/{id}/properties/{property_id}`` (paginated ``people``/``relation``). It checks the
-``Authorization: Bearer`` and ``Notion-Version`` headers, answers Notion-shaped errors, rounds
-timestamps down to the minute, can rate-limit (token bucket, 429 + ``Retry-After``) and takes
+``Authorization: Bearer`` and ``Notion-Version`` headers (2026-03-11 answers carry ``in_trash``
+but no ``archived``), answers Notion-shaped errors, rounds timestamps down to the minute, can
+rate-limit (token bucket, 429 + ``Retry-After`` + ``additional_data.rate_limit_reason``) and takes
 injected faults (error statuses N times or forever, slow answers, dropped connections, invalid
 cursors). Pages are serialised once, so a query costs a slice and a ``join``.
 
@@ -42,6 +43,13 @@ from leads_pipeline.sample_data import (
 
 DEFAULT_TOKEN = "ntn_FAKE0secret0token0for0tests0only0do0not0leak0123456789"
 NOTION_VERSION = "2025-09-03"
+#: ``Notion-Version`` values the fake answers; any other gets 400 ``validation_error``.
+NOTION_VERSIONS = ("2025-09-03", "2026-03-11")
+#: From this version on, page objects carry ``in_trash`` only (no ``archived``).
+NO_ARCHIVED_FROM = "2026-03-11"
+#: ``additional_data.rate_limit_reason`` of the fake's own rate limiter (the per-connection
+#: budget; a real 429 names the per-connection or the per-workspace limit, or another reason).
+CONNECTION_RATE_LIMIT = "connection_rate_limit"
 RESULT_CAP = 10_000
 REFERENCE_LIMIT = 25
 _TIMESTAMPS = ("created_time", "last_edited_time")
@@ -89,12 +97,20 @@ def _dumps(value) -> bytes:
 class FakeError(Exception):
     """An error answer: status, Notion code and message, optional headers."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers=None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers=None,
+        additional_data: dict | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code or _ERROR_CODES.get(status, "internal_server_error")
         self.message = message
         self.headers = headers or {}
+        self.additional_data = additional_data
 
 
 @dataclass
@@ -112,6 +128,8 @@ class Fault:
         delay: Seconds of a ``slow`` fault.
         html: Answer an HTML body (as a gateway would) instead of Notion's JSON error.
         after: Matching requests let through before the fault starts.
+        rate_limit_reason: ``additional_data.rate_limit_reason`` of the error body (for 429);
+            None leaves ``additional_data`` out, as older answers do.
     """
 
     kind: str
@@ -122,6 +140,7 @@ class Fault:
     delay: float = 0.0
     html: bool = False
     after: int = 0
+    rate_limit_reason: str | None = None
     hits: int = 0
     seen: int = 0
 
@@ -180,6 +199,10 @@ class FakeNotion:
         rate_limit: Requests per second allowed on average (token bucket); None for no limit.
         burst: Bucket size of the rate limit.
         result_cap: Rows one query returns at most before ``request_status: incomplete``.
+        versions: ``Notion-Version`` values accepted. Pages are served as stored for 2025-09-03
+            and, from 2026-03-11, with ``in_trash`` (from ``archived`` when missing) and without
+            ``archived``.
+        rate_limit_reason: ``additional_data.rate_limit_reason`` of the rate limiter's 429s.
     """
 
     def __init__(
@@ -189,9 +212,16 @@ class FakeNotion:
         rate_limit: float | None = None,
         burst: float = 3.0,
         result_cap: int = RESULT_CAP,
+        versions: tuple[str, ...] = NOTION_VERSIONS,
+        rate_limit_reason: str = CONNECTION_RATE_LIMIT,
     ):
         self.token = token
         self.result_cap = result_cap
+        self.versions = tuple(versions)
+        self.rate_limit_reason = rate_limit_reason
+        #: Page id → (stored blob, the same page without ``archived``), built on first use and
+        #: rebuilt when the stored blob is replaced.
+        self._unarchived: dict[str, tuple[bytes, bytes]] = {}
         self.databases: dict[str, dict] = {}
         self.data_sources: dict[str, DataSource] = {}
         self.faults: list[Fault] = []
@@ -317,6 +347,79 @@ class FakeNotion:
                 }
                 source.store(page)
 
+    def add_property(
+        self,
+        name: str,
+        prop_schema: dict,
+        value_for_page,
+        data_source_id: str = SAMPLE_DATA_SOURCE_ID,
+    ) -> dict:
+        """Adds a property to the schema; every page gains a value and no edit time moves.
+
+        Args:
+            name: The new property's name.
+            prop_schema: Its schema entry, e.g. ``{"type": "select", "select": {"options": []}}``
+                (an ``id`` is made up when absent).
+            value_for_page: The value object without ``id`` every page gets (e.g.
+                ``{"type": "select", "select": None}``), or a callable page (a copy) → value.
+            data_source_id: The data source.
+
+        Returns:
+            The schema entry added.
+        """
+        with self.lock:
+            source = self.data_sources[dashed(data_source_id)]
+            if name in source.schema:
+                raise ValueError(f"data source {source.id} already has a property {name!r}")
+            prop = {"id": uuid.uuid4().hex[:8], **json.loads(json.dumps(prop_schema))}
+            prop["name"] = name
+            self._set_everywhere(source, name, prop, value_for_page)
+            return prop
+
+    def retype_property(
+        self,
+        name: str,
+        prop_schema: dict,
+        value_for_page,
+        data_source_id: str = SAMPLE_DATA_SOURCE_ID,
+    ) -> None:
+        """Changes a property's type (its id and name stay); every page gets a value of the new
+        type, no edit time moves. Arguments as for :meth:`add_property`."""
+        with self.lock:
+            source = self.data_sources[dashed(data_source_id)]
+            prop = {**json.loads(json.dumps(prop_schema)), "id": source.schema[name]["id"]}
+            prop["name"] = name
+            self._set_everywhere(source, name, prop, value_for_page)
+
+    def remove_property(self, name: str, data_source_id: str = SAMPLE_DATA_SOURCE_ID) -> None:
+        """Deletes a property from the schema and from every page; no edit time moves."""
+        with self.lock:
+            source = self.data_sources[dashed(data_source_id)]
+            del source.schema[name]
+            for page in list(source.pages.values()):
+                page = json.loads(json.dumps(page))
+                page["properties"].pop(name, None)
+                source.store(page)
+
+    def set_value_silently(self, page_id: str, name: str, value: dict) -> dict:
+        """Changes one property value without touching ``last_edited_time`` (a formula over
+        ``now()``, a relation emptied from the other side). ``value`` as for :meth:`edit`."""
+        with self.lock:
+            source = self.source_of(page_id)
+            page = json.loads(json.dumps(source.pages[page_id]))
+            page["properties"][name] = {"id": source.schema[name]["id"], **value}
+            source.store(page)
+            return page
+
+    @staticmethod
+    def _set_everywhere(source: DataSource, name: str, prop: dict, value_for_page) -> None:
+        source.schema[name] = prop
+        for page in list(source.pages.values()):
+            page = json.loads(json.dumps(page))
+            value = value_for_page(page) if callable(value_for_page) else value_for_page
+            page["properties"][name] = {"id": prop["id"], **json.loads(json.dumps(value))}
+            source.store(page)
+
     def set_references(self, page_id: str, name: str, items: list[dict]) -> None:
         """Gives a ``people``/``relation`` property ``items``; pages show the first 25 + has_more."""
         with self.lock:
@@ -397,20 +500,27 @@ class FakeNotion:
                     if fault.html:
                         return fault.status, {"Content-Type": "text/html"}, b"<html>502</html>"
                     extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                    raise FakeError(fault.status, f"Injected {fault.status}.", headers=extra)
+                    reason = fault.rate_limit_reason
+                    raise FakeError(
+                        fault.status,
+                        f"Injected {fault.status}.",
+                        headers=extra,
+                        additional_data={"rate_limit_reason": reason} if reason else None,
+                    )
             query = parse_qs(split.query)
-            status, payload = 200, self._dispatch(route, args, body, query)
+            version = headers.get("Notion-Version")
+            status, payload = 200, self._dispatch(route, args, body, query, version)
         except FakeError as error:
             status = error.status
-            payload = _dumps(
-                {
-                    "object": "error",
-                    "status": error.status,
-                    "code": error.code,
-                    "message": error.message,
-                    "request_id": str(uuid.uuid4()),
-                }
-            )
+            answer = {
+                "object": "error",
+                "status": error.status,
+                "code": error.code,
+                "message": error.message,
+            }
+            if error.additional_data is not None:
+                answer["additional_data"] = error.additional_data
+            payload = _dumps({**answer, "request_id": str(uuid.uuid4())})
             with self.lock:
                 self.log.append((method, split.path, status))
             return status, {"Content-Type": "application/json", **error.headers}, payload
@@ -428,8 +538,16 @@ class FakeNotion:
     def _check(self, route: str, headers) -> None:
         if headers.get("Authorization") != f"Bearer {self.token}":
             raise FakeError(401, "API token is invalid.")
-        if not headers.get("Notion-Version"):
+        version = headers.get("Notion-Version")
+        if not version:
             raise FakeError(400, "Notion-Version header failed validation.", "missing_version")
+        if version not in self.versions:
+            raise FakeError(
+                400,
+                f"Notion-Version header failed validation: {version!r} is not a supported API "
+                f"version (the fake speaks {', '.join(self.versions)}).",
+                "validation_error",
+            )
         if self._bucket is not None:
             with self.lock:
                 wait = self._bucket.take()
@@ -438,6 +556,7 @@ class FakeNotion:
                     429,
                     "You have been rate limited. Please try again in a few minutes.",
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                    additional_data={"rate_limit_reason": self.rate_limit_reason},
                 )
         if route == "unknown":
             raise FakeError(400, "Invalid request URL.", "invalid_request_url")
@@ -460,7 +579,9 @@ class FakeNotion:
                 return fault
         return None
 
-    def _dispatch(self, route: str, args: list[str], body: bytes, query: dict) -> bytes:
+    def _dispatch(
+        self, route: str, args: list[str], body: bytes, query: dict, version: str = NOTION_VERSION
+    ) -> bytes:
         if route == "database":
             database = self.databases.get(dashed(args[0]))
             if database is None:
@@ -496,19 +617,34 @@ class FakeNotion:
             except ValueError as error:
                 raise FakeError(400, "Error parsing JSON body.", "invalid_json") from error
             with self.lock:
-                return self._query(source, request)
+                return self._query(source, request, version)
         if route == "page":
             with self.lock:
                 try:
-                    return self.source_of(dashed(args[0])).blobs[dashed(args[0])]
+                    source = self.source_of(dashed(args[0]))
                 except KeyError:
                     raise FakeError(404, f"Could not find page with ID: {args[0]}.") from None
+                return self._page_blob(source, dashed(args[0]), version)
         if route == "page_property":
             with self.lock:
                 return self._property(dashed(args[0]), args[1], query)
         raise FakeError(400, "Invalid request URL.", "invalid_request_url")  # pragma: no cover
 
-    def _query(self, source: DataSource, request: dict) -> bytes:
+    def _page_blob(self, source: DataSource, page_id: str, version: str) -> bytes:
+        """A stored page as answered under ``version`` (see the class's ``versions``)."""
+        blob = source.blobs[page_id]
+        if version < NO_ARCHIVED_FROM:
+            return blob
+        cached = self._unarchived.get(page_id)
+        if cached is None or cached[0] is not blob:
+            page = dict(source.pages[page_id])
+            page["in_trash"] = bool(page.get("in_trash")) or bool(page.get("archived"))
+            page.pop("archived", None)
+            cached = (blob, _dumps(page))
+            self._unarchived[page_id] = cached
+        return cached[1]
+
+    def _query(self, source: DataSource, request: dict, version: str = NOTION_VERSION) -> bytes:
         page_size = request.get("page_size", 100)
         if not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise FakeError(
@@ -574,13 +710,12 @@ class FakeNotion:
                 "type": "incomplete",
                 "incomplete_reason": "query_result_limit_reached",
             }
-        blobs = source.blobs
-        return (
-            b'{"object":"list","results":['
-            + b",".join(blobs[pid] for _, pid in chunk)
-            + b"],"
-            + _dumps(tail)[1:]
-        )
+        if version < NO_ARCHIVED_FROM:
+            blobs = source.blobs
+            results = b",".join(blobs[pid] for _, pid in chunk)
+        else:
+            results = b",".join(self._page_blob(source, pid, version) for _, pid in chunk)
+        return b'{"object":"list","results":[' + results + b"]," + _dumps(tail)[1:]
 
     def _property(self, page_id: str, property_id: str, query: dict) -> bytes:
         try:

@@ -95,3 +95,27 @@ def test_malformed_answers_are_named(bodies, message):
 def test_a_body_that_is_not_json_is_malformed():
     with pytest.raises(MalformedAnswerError, match="not a JSON object"):
         read_envelope(b"<html>502 Bad Gateway</html>")
+
+
+def test_trash_is_in_trash_or_archived_whichever_the_answer_carries():
+    """2026-03-11 answers have no ``archived``, answers from before 2024 no ``in_trash``."""
+
+    def trash_keys(**keys) -> dict:
+        shaped = page("x", {})
+        del shaped["in_trash"]
+        return {**shaped, **keys}
+
+    shapes = [
+        trash_keys(archived=True),  # an export from before 2024
+        trash_keys(archived=False),
+        trash_keys(in_trash=True),  # a 2026-03-11 answer
+        trash_keys(in_trash=False),
+        trash_keys(in_trash=True, archived=True),  # a 2025-09-03 answer
+        trash_keys(in_trash=False, archived=True),
+        trash_keys(),  # neither key: live
+    ]
+    pages = [{**shape, "id": f"p{i}"} for i, shape in enumerate(shapes)]
+    rows = answers_to_rows([answer(pages)], NOW)
+    expected = [True, False, True, False, True, True, False]
+    assert rows["in_trash"].to_pylist() == expected
+    assert rows["deleted_at"].to_pylist() == [NOW if trashed else None for trashed in expected]

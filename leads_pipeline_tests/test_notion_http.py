@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from email.utils import format_datetime
 
@@ -59,6 +60,54 @@ def test_a_long_retry_after_is_waited_in_full(fake_notion):
     assert clock.sleeps == [300.0]
     assert stats.requests == 2 and stats.retries == 1
     assert stats.rate_limit_wait_seconds == 300.0
+
+
+class Lines(logging.Handler):
+    """Collects the messages logged to it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_rate_limit_reasons_are_counted_and_logged_and_long_waits_honoured(fake_notion):
+    """A workspace-budget 429 may ask for more than notion-client's 60 s cap: all of it is
+    waited; each 429 is counted by the reason Notion gave, ``unspecified`` when it gave none."""
+    fake_notion.seed_sample(10)
+    fake_notion.inject(
+        Fault("status", status=429, retry_after="150", rate_limit_reason="workspace_limit")
+    )
+    fake_notion.inject(Fault("status", status=429, retry_after="2"))
+    fake_notion.inject(
+        Fault("status", status=429, retry_after="30", rate_limit_reason="connection_limit")
+    )
+    clock = FakeClock()
+    handler = Lines()
+    log = logging.getLogger("test_notion_http.reasons")
+    log.addHandler(handler)
+    caller = NotionCaller(CallPolicy(requests_per_second=0), clock=clock, sleep=clock.sleep)
+    stats = ListingStats()
+    body = caller.call("POST", QUERY_PATH, _query(_client(fake_notion)), stats, log=log)
+    log.removeHandler(handler)
+    assert len(body["results"]) == 5
+    assert clock.sleeps == [150.0, 2.0, 30.0]
+    assert stats.rate_limit_reasons == {
+        "workspace_limit": 1,
+        "unspecified": 1,
+        "connection_limit": 1,
+    }
+    assert stats.rate_limit_wait_seconds == 182.0
+    assert handler.lines == [
+        f"Notion POST {QUERY_PATH}: 429 rate_limited (rate_limit_reason: workspace_limit); "
+        "retrying in 150.0 s (attempt 1).",
+        f"Notion POST {QUERY_PATH}: 429 rate_limited (rate_limit_reason: unspecified); "
+        "retrying in 2.0 s (attempt 2).",
+        f"Notion POST {QUERY_PATH}: 429 rate_limited (rate_limit_reason: connection_limit); "
+        "retrying in 30.0 s (attempt 3).",
+    ]
 
 
 def test_a_retry_after_beyond_the_retry_budget_gives_up_at_once_naming_the_request(fake_notion):

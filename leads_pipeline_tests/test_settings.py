@@ -3,8 +3,10 @@
 import pytest
 
 from leads_pipeline.property_map import PropertyMapError, load_property_map, resolve
+from leads_pipeline.resource_factory import build_source
 from leads_pipeline.sample_data import SAMPLE_SCHEMA
 from leads_pipeline.settings import ConfigurationError, load_settings
+from leads_pipeline.sources.notion import NotionLeadsSource
 
 
 def test_defaults_run_on_sample_data():
@@ -74,3 +76,44 @@ def test_bad_property_maps_fail_naming_the_culprit(tmp_path, toml, message):
 def test_missing_property_map_file_names_the_variable(tmp_path):
     with pytest.raises(PropertyMapError, match="LEADS_PROPERTY_MAP"):
         load_property_map(tmp_path / "absent.toml")
+
+
+def test_the_notion_api_version_defaults_to_2025_09_03_and_2026_03_11_is_supported():
+    assert load_settings({}).notion_api_version == "2025-09-03"
+    assert load_settings({"NOTION_API_VERSION": " 2026-03-11 "}).notion_api_version == "2026-03-11"
+    assert load_settings({"NOTION_API_VERSION": "2025-09-03"}).notion_api_version == "2025-09-03"
+
+
+def test_the_api_version_reaches_the_notion_source():
+    """The setting becomes the source's ``api_version``, sent by notion-client as Notion-Version
+    (the header itself is checked against the fake server in test_notion_versions)."""
+    notion = {"NOTION_TOKEN": "secret_x", "NOTION_DATABASE_ID": "db"}
+    source = build_source(load_settings({**notion, "NOTION_API_VERSION": "2026-03-11"}))
+    assert source.api_version == "2026-03-11"
+    assert build_source(load_settings(notion)).api_version == "2025-09-03"
+    client = NotionLeadsSource(token="secret_x", api_version="2026-03-11").client()
+    assert client.options.notion_version == "2026-03-11"
+
+
+def test_the_api_version_alone_does_not_select_the_notion_source():
+    assert load_settings({"NOTION_API_VERSION": "2026-03-11"}).source == "sample"
+
+
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [
+        ("2026-12-01", "is newer than the versions this pipeline supports"),
+        ("2027-01-15", "is newer than the versions this pipeline supports"),
+        ("2022-06-28", "is older than the versions this pipeline supports"),
+        ("2026-01-15", "is not one of the versions this pipeline supports"),
+        ("latest", "is not a Notion API version"),
+    ],
+)
+def test_an_unsupported_api_version_is_refused_at_load_saying_why(version, why):
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"NOTION_API_VERSION": version})
+    message = str(caught.value)
+    assert message.startswith(f"NOTION_API_VERSION={version!r} {why}")
+    assert "use 2025-09-03 or 2026-03-11" in message
+    assert "may return fewer properties" in message and "filter_properties" in message
+    assert "predate data sources" in message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import dagster as dg
@@ -26,10 +26,30 @@ class ListingStats:
     pacing_wait_seconds: float = 0.0
     #: Truncated ``people``/``relation`` values completed through the page property endpoint.
     values_completed: int = 0
+    #: 429 answers by the ``additional_data.rate_limit_reason`` Notion gave (which budget ran
+    #: out: the connection's or the workspace's), ``"unspecified"`` when it gave none.
+    rate_limit_reasons: dict[str, int] = field(default_factory=dict)
+
+    def count_rate_limit(self, reason: str) -> None:
+        """Counts one 429 answer under ``reason``."""
+        self.rate_limit_reasons[reason] = self.rate_limit_reasons.get(reason, 0) + 1
+
+
+def is_trashed(page: Mapping) -> bool:
+    """Whether a page object is in the trash.
+
+    ``in_trash`` since 2024; ``archived`` alone in older answers and exports, and gone from
+    2026-03-11 answers. Either one set means trashed; neither means live.
+    """
+    return bool(page.get("in_trash")) or bool(page.get("archived"))
 
 
 class LeadsSource(dg.ConfigurableResource, ABC):
-    """A source of Notion page objects (API version 2025-09-03 shape) for the Leads database."""
+    """A source of Notion page objects for the Leads database.
+
+    Pages have the shape of API version 2025-09-03 or 2026-03-11 answers (or of older exports:
+    trash marked by ``archived`` alone, see :func:`is_trashed`).
+    """
 
     @property
     @abstractmethod
@@ -41,8 +61,13 @@ class LeadsSource(dg.ConfigurableResource, ABC):
         """A stable string naming where the pages come from (e.g. the data source id)."""
 
     @abstractmethod
-    def data_source_schema(self) -> Mapping[str, Mapping]:
-        """The data source's properties: ``{name: {"id", "name", "type", ...}}``."""
+    def data_source_schema(self, log: logging.Logger | None = None) -> Mapping[str, Mapping]:
+        """The data source's properties: ``{name: {"id", "name", "type", ...}}``.
+
+        Args:
+            log: Where to report the requests' retries and waits (e.g. the run's log), for
+                sources that make requests to find the schema.
+        """
 
     @abstractmethod
     def list_pages(

@@ -23,11 +23,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from notion_client import Client
 from notion_client.errors import RequestTimeoutError
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from leads_pipeline.raw_store import RAW_SCHEMA
-from leads_pipeline.settings import DEFAULT_NOTION_API_BASE_URL
-from leads_pipeline.sources.base import LeadsSource, ListingStats
+from leads_pipeline.settings import (
+    DEFAULT_NOTION_API_BASE_URL,
+    DEFAULT_NOTION_API_VERSION,
+    NOTION_API_VERSIONS,
+    check_notion_api_version,
+)
+from leads_pipeline.sources.base import LeadsSource, ListingStats, is_trashed
 from leads_pipeline.sources.notion_answers import Envelope, answers_to_rows, read_envelope
 from leads_pipeline.sources.notion_http import (
     CallPolicy,
@@ -36,7 +41,6 @@ from leads_pipeline.sources.notion_http import (
     NotionSyncError,
 )
 
-NOTION_VERSION = "2025-09-03"
 TRUNCATABLE_TYPES = ("people", "relation")
 _DESCENDING = [{"timestamp": "last_edited_time", "direction": "descending"}]
 _HEX_ID = re.compile(r"([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})")
@@ -246,6 +250,12 @@ class NotionLeadsSource(LeadsSource):
         default=None, description="Data source to read when the database has several."
     )
     api_base_url: str = Field(default=DEFAULT_NOTION_API_BASE_URL, description="API root.")
+    api_version: str = Field(
+        default=DEFAULT_NOTION_API_VERSION,
+        description="Notion-Version sent with every request: one of "
+        + ", ".join(NOTION_API_VERSIONS)
+        + " (NOTION_API_VERSION).",
+    )
     page_size: int = Field(default=100, ge=1, le=100, description="Pages per query request.")
     requests_per_second: float = Field(
         default=3.0, description="Average request rate (Notion allows 3); 0 turns pacing off."
@@ -266,6 +276,11 @@ class NotionLeadsSource(LeadsSource):
     _notion_caller: NotionCaller | None = PrivateAttr(default=None)
     _notion_data_source_id: str | None = PrivateAttr(default=None)
     _notion_schema: dict | None = PrivateAttr(default=None)
+
+    @field_validator("api_version")
+    @classmethod
+    def _supported_version(cls, value: str) -> str:
+        return check_notion_api_version(value, "api_version (NOTION_API_VERSION)")
 
     @property
     def source_name(self) -> str:
@@ -299,7 +314,7 @@ class NotionLeadsSource(LeadsSource):
             self._notion_client = Client(
                 auth=self.token,
                 base_url=self.api_base_url.rstrip("/"),
-                notion_version=NOTION_VERSION,
+                notion_version=self.api_version,
                 timeout_ms=int(self.timeout_seconds * 1000),
                 retry=False,
                 logger=sdk_logger,
@@ -307,17 +322,26 @@ class NotionLeadsSource(LeadsSource):
             )
         return self._notion_client
 
-    def _get(self, path: str, send, stats: ListingStats, subject: str) -> dict:
-        return self.caller().call("GET", path, send, stats, subject=subject)
+    def _get(
+        self,
+        path: str,
+        send,
+        stats: ListingStats,
+        subject: str,
+        log: logging.Logger | None = None,
+    ) -> dict:
+        return self.caller().call("GET", path, send, stats, subject=subject, log=log)
 
     # -- discovery -----------------------------------------------------------------------------
 
-    def _data_source(self, stats: ListingStats | None = None) -> str:
+    def _data_source(
+        self, stats: ListingStats | None = None, log: logging.Logger | None = None
+    ) -> str:
         if self._notion_data_source_id is None:
-            self._notion_data_source_id = self._discover(stats or ListingStats())
+            self._notion_data_source_id = self._discover(stats or ListingStats(), log)
         return self._notion_data_source_id
 
-    def _discover(self, stats: ListingStats) -> str:
+    def _discover(self, stats: ListingStats, log: logging.Logger | None = None) -> str:
         if not self.database_id:
             raise NotionDiscoveryError(
                 "NOTION_DATABASE_ID is not set: give the database id or URL."
@@ -329,6 +353,7 @@ class NotionLeadsSource(LeadsSource):
             lambda: client.databases.retrieve(database_id=database_id),
             stats,
             f"database {database_id} (NOTION_DATABASE_ID)",
+            log,
         )
         sources = database.get("data_sources") or []
         listing = "; ".join(f"{s.get('name') or '(untitled)'!r} (id {s['id']})" for s in sources)
@@ -352,16 +377,17 @@ class NotionLeadsSource(LeadsSource):
             "NOTION_DATA_SOURCE_ID to the id of the one holding the leads."
         )
 
-    def data_source_schema(self) -> Mapping[str, Mapping]:
+    def data_source_schema(self, log: logging.Logger | None = None) -> Mapping[str, Mapping]:
         if self._notion_schema is None:
             stats = ListingStats()
-            data_source_id = self._data_source(stats)
+            data_source_id = self._data_source(stats, log)
             client = self.client()
             body = self._get(
                 f"/v1/data_sources/{data_source_id}",
                 lambda: client.data_sources.retrieve(data_source_id=data_source_id),
                 stats,
                 f"data source {data_source_id}",
+                log,
             )
             self._notion_schema = dict(body.get("properties") or {})
         return self._notion_schema
@@ -434,7 +460,7 @@ class NotionLeadsSource(LeadsSource):
         names = (
             {
                 name
-                for name, prop in self.data_source_schema().items()
+                for name, prop in self.data_source_schema(log).items()
                 if prop.get("id") in wanted and prop.get("type") in TRUNCATABLE_TYPES
             }
             if wanted
@@ -450,7 +476,7 @@ class NotionLeadsSource(LeadsSource):
 
     def _listing(self, edited_on_or_after, stats, log, list_window) -> Iterator:
         """The window loop shared by :meth:`list_pages` and :meth:`list_raw`."""
-        data_source_id = self._data_source(stats)
+        data_source_id = self._data_source(stats, log)
         window = _Window(start=_iso(edited_on_or_after) if edited_on_or_after else None)
         progress = _Progress(log, stats, self.progress_interval_seconds)
         yield from self._windows(data_source_id, window, stats, progress, list_window, log)
@@ -570,9 +596,7 @@ class NotionLeadsSource(LeadsSource):
             batch = [
                 page
                 for page in response.get("results", ())
-                if page.get("object") == "page"
-                and not page.get("in_trash", page.get("archived", False))
-                and window.accept(page)
+                if page.get("object") == "page" and not is_trashed(page) and window.accept(page)
             ]
             stats.pages += len(batch)
             if batch and progress.first_edit is None:

@@ -43,6 +43,9 @@ _RESULT_SHAPE = {
     "properties": "JSON",
 }
 _ANSWER_SHAPE = {"results": [_RESULT_SHAPE]}
+#: Trashed: ``in_trash`` (2024+; the only key in 2026-03-11 answers) or ``archived`` (the only key
+#: before 2024), as :func:`leads_pipeline.sources.base.is_trashed` decides for page objects.
+_TRASHED = "(coalesce(r.in_trash, FALSE) OR coalesce(r.archived, FALSE))"
 #: Columns of :func:`answers_to_rows` besides ``RAW_SCHEMA``'s.
 LISTING_COLUMNS = ("object", "created_text", "last_edited_text", "truncated")
 
@@ -97,8 +100,10 @@ def answers_to_rows(
 ) -> pa.Table:
     """Turns query answers into ``raw_notion_leads`` rows, in listing order.
 
-    Every result is kept, pages or not, trashed or not: the caller filters. A trashed page gets
-    ``deleted_at = synced_at``, as :func:`leads_pipeline.raw_store.pages_to_raw` does.
+    Every result is kept, pages or not, trashed or not: the caller filters. A page is trashed when
+    ``in_trash`` or ``archived`` is true (either key may be missing: 2026-03-11 answers have no
+    ``archived``, answers from before 2024 no ``in_trash``); it gets ``deleted_at = synced_at``,
+    as :func:`leads_pipeline.raw_store.pages_to_raw` does.
 
     Args:
         bodies: Answer bodies, in the order they were listed.
@@ -147,12 +152,11 @@ def answers_to_rows(
                 SELECT r.id AS page_id,
                        CAST(r.created_time AS TIMESTAMPTZ) AS created_time,
                        CAST(r.last_edited_time AS TIMESTAMPTZ) AS last_edited_time,
-                       coalesce(r.in_trash, r.archived, FALSE) AS in_trash,
+                       {_TRASHED} AS in_trash,
                        r.url AS url,
                        coalesce(CAST(r.properties AS VARCHAR), '{{}}') AS properties_json,
                        $synced_at::TIMESTAMPTZ AS synced_at,
-                       CASE WHEN coalesce(r.in_trash, r.archived, FALSE)
-                            THEN $synced_at::TIMESTAMPTZ END AS deleted_at,
+                       CASE WHEN {_TRASHED} THEN $synced_at::TIMESTAMPTZ END AS deleted_at,
                        r.object AS object,
                        r.created_time AS created_text,
                        r.last_edited_time AS last_edited_text,

@@ -2,7 +2,8 @@
 
 ``notion-client`` retries only 429 (capping ``Retry-After`` at 60 s) and, for GET, 500/503. Its
 retries are switched off and :class:`NotionCaller` does its own: every request is paced to an
-average rate, a 429 waits the full ``Retry-After`` however long, 500/502/503/504/529, timeouts and
+average rate, a 429 waits the full ``Retry-After`` however long (and its
+``additional_data.rate_limit_reason`` is logged and counted), 500/502/503/504/529, timeouts and
 connection errors back off exponentially, and the whole thing gives up after a bounded time with an
 error naming the request (method and path; never the token).
 """
@@ -28,6 +29,8 @@ from leads_pipeline.sources.notion_answers import MalformedAnswerError
 #: HTTP statuses worth retrying: server errors, gateway errors, overload, and write conflicts.
 RETRYABLE_STATUSES = frozenset({409, 500, 502, 503, 504, 529})
 RATE_LIMITED = 429
+#: Counted in :attr:`ListingStats.rate_limit_reasons` for a 429 that names no reason.
+UNSPECIFIED_REASON = "unspecified"
 REDACTED = "[redacted]"
 
 
@@ -124,15 +127,39 @@ def retry_after_seconds(headers: httpx.Headers | None, now: float | None = None)
     return max(instant - (time.time() if now is None else now), 0.0)
 
 
+def _error_body(error: HTTPResponseError) -> dict | None:
+    try:
+        body = json.loads(error.body)
+    except (TypeError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def rate_limit_reason(error: HTTPResponseError) -> str:
+    """Which budget a 429 answer says ran out: its ``additional_data.rate_limit_reason``.
+
+    Notion enforces a per-connection and a per-workspace limit (the latter shared by every
+    connection of the workspace, with ``Retry-After`` waits that may exceed a minute) and names
+    the one exceeded there; other values may appear.
+
+    Returns:
+        The reason as Notion gave it, or ``"unspecified"`` when the answer names none.
+    """
+    data = getattr(error, "additional_data", None)
+    if not isinstance(data, dict):
+        data = (_error_body(error) or {}).get("additional_data")
+    reason = data.get("rate_limit_reason") if isinstance(data, dict) else None
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip()[:100]
+    return UNSPECIFIED_REASON
+
+
 def _notion_message(error: HTTPResponseError) -> tuple[str, str]:
     """Notion's error code and message (from the body when notion-client did not parse it)."""
     code = getattr(error.code, "value", error.code)
     message = str(error)
-    try:
-        body = json.loads(error.body)
-    except (TypeError, ValueError):
-        body = None
-    if isinstance(body, dict):
+    body = _error_body(error)
+    if body is not None:
         code = body.get("code", code)
         message = body.get("message", message)
     return str(code), message
@@ -211,16 +238,19 @@ class NotionCaller:
             try:
                 return send()
             except HTTPResponseError as error:
+                reason = f"{error.status} {_notion_message(error)[0]}"
                 if error.status == RATE_LIMITED:
                     delay = retry_after_seconds(error.headers)
                     rate_limited = True
                     if delay is None:
                         delay = self._backoff(attempt)
+                    budget = rate_limit_reason(error)
+                    stats.count_rate_limit(budget)
+                    reason += f" (rate_limit_reason: {budget})"
                 elif error.status in RETRYABLE_STATUSES:
                     delay, rate_limited = self._backoff(attempt), False
                 else:
                     raise self._translate(error, request, subject) from error
-                reason = f"{error.status} {_notion_message(error)[0]}"
             except RequestTimeoutError as error:
                 delay, rate_limited = self._backoff(attempt), False
                 reason = f"timeout ({error})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from pydantic import Field
@@ -27,7 +28,7 @@ class SampleLeadsSource(InMemoryLeadsSource):
     def identity(self) -> str:
         return f"sample:{SAMPLE_DATA_SOURCE_ID}"
 
-    def data_source_schema(self) -> Mapping[str, Mapping]:
+    def data_source_schema(self, log: logging.Logger | None = None) -> Mapping[str, Mapping]:
         return SAMPLE_SCHEMA
 
     def live_pages(self) -> Sequence[dict]:

@@ -1,11 +1,13 @@
 """A source that replays a JSON snapshot of a data source (schema and pages) without Notion."""
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import Field
 
+from leads_pipeline.sources.base import is_trashed
 from leads_pipeline.sources.memory import InMemoryLeadsSource
 
 
@@ -20,7 +22,8 @@ def write_snapshot(
 class SnapshotLeadsSource(InMemoryLeadsSource):
     """Pages read from a JSON file ``{"data_source_id", "schema", "pages"}``.
 
-    Behaves like a Notion query: trashed pages are left out, pages are sorted by
+    Behaves like a Notion query: trashed pages (``in_trash``, or ``archived`` alone as in exports
+    from before 2024) are left out, pages are sorted by
     ``last_edited_time`` ascending and filtered on it. Handy to replay a captured export, and in
     tests to make the source change between two syncs.
     """
@@ -37,9 +40,9 @@ class SnapshotLeadsSource(InMemoryLeadsSource):
     def identity(self) -> str:
         return f"snapshot:{self._document()['data_source_id']}"
 
-    def data_source_schema(self) -> Mapping[str, Mapping]:
+    def data_source_schema(self, log: logging.Logger | None = None) -> Mapping[str, Mapping]:
         return self._document()["schema"]
 
     def live_pages(self) -> Sequence[dict]:
-        pages = [p for p in self._document()["pages"] if not p.get("in_trash")]
+        pages = [p for p in self._document()["pages"] if not is_trashed(p)]
         return sorted(pages, key=lambda p: (p["last_edited_time"], p["id"]))
