@@ -6,6 +6,7 @@ from leads_pipeline.assets import analytics, downstream, ingestion
 from leads_pipeline.checks import CHECKS
 from leads_pipeline.jobs import JOBS
 from leads_pipeline.resource_factory import build_resources
+from leads_pipeline.run_guard import guarded_in_process_executor
 from leads_pipeline.schedules import SCHEDULES
 from leads_pipeline.sensors import SENSORS
 from leads_pipeline.settings import load_settings
@@ -18,6 +19,7 @@ defs = dg.Definitions(
     sensors=SENSORS,
     resources=build_resources(load_settings()),
     # Steps share one process: starting a process per step cost more than the steps themselves,
-    # and the pools still keep writers of the same store apart.
-    executor=dg.in_process_executor,
+    # and the pools still keep writers of the same store apart (slots of dead runs are freed,
+    # see leads_pipeline/run_guard.py).
+    executor=guarded_in_process_executor,
 )
