@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -42,6 +42,15 @@ class SourceMismatchError(RuntimeError):
     """The lake holds pages from another source than the one configured."""
 
 
+def is_trashed(page: Mapping) -> bool:
+    """Whether a page object is in the trash.
+
+    ``in_trash`` since 2024; ``archived`` alone in older answers and exports, and gone from
+    2026-03-11 answers. Either one set means trashed; neither means live.
+    """
+    return bool(page.get("in_trash")) or bool(page.get("archived"))
+
+
 def pages_to_raw(pages: Iterable[dict], synced_at: datetime) -> pa.Table:
     """Turns page objects into ``raw_notion_leads`` rows (one per page, nothing dropped).
 
@@ -64,7 +73,7 @@ def pages_to_raw(pages: Iterable[dict], synced_at: datetime) -> pa.Table:
         ids.append(page_id)
         created.append(page.get("created_time"))
         edited.append(page.get("last_edited_time"))
-        trashed.append(bool(page.get("in_trash", page.get("archived", False))))
+        trashed.append(is_trashed(page))
         urls.append(page.get("url"))
         properties.append(dumps(page.get("properties") or {}))
     trash = pa.array(trashed, pa.bool_())
@@ -217,6 +226,47 @@ def store_schema(
         }
     )
     return lake.replace(SCHEMA_TABLE, table, metadata=metadata)
+
+
+def schema_changes(
+    previous: Mapping[str, Mapping] | None, current: Mapping[str, Mapping]
+) -> list[str]:
+    """How the data source's properties changed between two schemas, matched by property id.
+
+    Args:
+        previous: The schema stored by the last sync (:func:`load_schema`), or None when there
+            is none (a first sync: nothing "changed").
+        current: The schema read from the data source now.
+
+    Returns:
+        Readable changes, e.g. ``"added 'Priority' (select)"``, ``"renamed 'A' → 'B'"``,
+        ``"retyped 'X' from number to formula"``, ``"removed 'Y'"``: additions, renames,
+        retypes then removals, each sorted by name; empty when nothing changed.
+    """
+    if previous is None:
+        return []
+
+    def by_id(schema: Mapping[str, Mapping]) -> dict[str, tuple[str, str]]:
+        return {
+            str(prop.get("id") or name): (name, str(prop.get("type")))
+            for name, prop in schema.items()
+        }
+
+    before, after = by_id(previous), by_id(current)
+    added, renamed, retyped, removed = [], [], [], []
+    for pid, (name, kind) in sorted(after.items(), key=lambda item: item[1]):
+        if pid not in before:
+            added.append(f"added '{name}' ({kind})")
+            continue
+        old_name, old_kind = before[pid]
+        if old_name != name:
+            renamed.append(f"renamed '{old_name}' → '{name}'")
+        if old_kind != kind:
+            retyped.append(f"retyped '{name}' from {old_kind} to {kind}")
+    for pid, (name, _) in sorted(before.items(), key=lambda item: item[1]):
+        if pid not in after:
+            removed.append(f"removed '{name}'")
+    return [*added, *renamed, *retyped, *removed]
 
 
 def load_schema(lake: DeltaLake) -> tuple[dict[str, dict], dict[str, tuple[str, str]]] | None:

@@ -2,21 +2,66 @@
 
 A first sync of a million pages holds gigabytes of JSON; the spool keeps only the keys in memory
 (page id, last edit, trash flag) and streams the rows back when they are written to Delta.
+
+A full listing also compares each listed page's content with the stored copy (see
+:meth:`RawSpool.compare`): Notion changes some values without moving ``last_edited_time``. Both
+sides are reduced to a 64-bit content hash by DuckDB, streaming: neither the spooled nor the stored
+JSON is ever held in memory as a whole.
 """
 
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.ipc as ipc
 
 from leads_pipeline.duck import scratch_connection
 from leads_pipeline.raw_store import RAW_SCHEMA, SETTLED_AFTER
 
 _KEYS = ["page_id", "last_edited_time", "in_trash"]
+#: The columns a page's content hash covers (with ``last_edited_time`` and ``in_trash``, compared
+#: as they are, that is every column the raw merge compares).
+CONTENT_COLUMNS = ("properties_json", "url", "created_time")
+#: DuckDB's 64-bit hash of a raw row's content: NULL-aware and order-sensitive over its arguments,
+#: computed the same way over spooled and stored rows. A page is only ever compared with its own
+#: stored copy, so a change goes unseen with a probability of 2^-64.
+CONTENT_HASH_SQL = "hash(properties_json, url, CAST(created_time AS TIMESTAMPTZ))"
+#: Rows per batch of the stored table's scan (about 13 MB of JSON).
+_SCAN_BATCH_ROWS = 8_192
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a full listing's content comparison found (see :meth:`RawSpool.compare`).
+
+    Attributes:
+        mask: Which spooled rows to write, in spool order.
+        changed_without_edit: Listed pages whose edit time (and trash flag) equal the stored
+            live copy's but whose content differs: values Notion changed without an edit.
+    """
+
+    mask: pa.Array
+    changed_without_edit: int
+
+
+def _live_rows(stored_rows: ds.Dataset) -> pa.RecordBatchReader:
+    """The stored table's live rows, key and content columns only, as a stream of small batches.
+
+    No read-ahead: at most about one row group (64k pages) is decoded at a time, whatever the
+    table's size.
+    """
+    return stored_rows.scanner(
+        columns=[*_KEYS, *CONTENT_COLUMNS],
+        filter=pc.field("deleted_at").is_null(),
+        batch_size=_SCAN_BATCH_ROWS,
+        batch_readahead=0,
+        fragment_readahead=0,
+    ).to_reader()
 
 
 class RawSpool:
@@ -107,6 +152,78 @@ class RawSpool:
         finally:
             con.close()
         return mask.combine_chunks() if mask.num_chunks else pa.array([], pa.bool_())
+
+    def content_hashes(self) -> pa.Array:
+        """The content hash (:data:`CONTENT_HASH_SQL`) of every spooled row, in spool order.
+
+        Streams the spool file batch by batch: only the hashes are kept.
+        """
+        con = scratch_connection()
+        parts = []
+        try:
+            for batch in self.batches():
+                con.register("spooled_batch", batch.select(list(CONTENT_COLUMNS)))
+                parts.append(
+                    con.sql(f"SELECT {CONTENT_HASH_SQL} AS h FROM spooled_batch")
+                    .to_arrow_table()["h"]
+                    .combine_chunks()
+                )
+                con.unregister("spooled_batch")
+        finally:
+            con.close()
+        return pa.concat_arrays(parts) if parts else pa.array([], pa.uint64())
+
+    def compare(self, stored_rows: ds.Dataset) -> Comparison:
+        """Which spooled rows of a full listing to write, comparing content with the stored rows.
+
+        Keeps one row per page (its latest edit) and drops those whose stored live copy has the
+        same ``last_edited_time``, trash flag and content hash: the merge would find them equal.
+        Unlike :meth:`select`, a row is never skipped on its edit time alone, so a value changed
+        in Notion without a new edit time (a formula over ``now()``, a relation emptied from the
+        other side, a property added to the database) is written.
+
+        Args:
+            stored_rows: The raw table as a dataset; its live rows are scanned by DuckDB (only
+                the key and content columns, streaming), never read into memory whole.
+
+        Returns:
+            The mask and how many pages changed without a new edit time.
+        """
+        hashes = self.content_hashes()
+        con = scratch_connection(dedicated=True)  # the keys of a whole listing
+        try:
+            keys = self.keys()
+            keys = keys.append_column("content_hash", hashes).append_column(
+                "seq", pa.array(range(keys.num_rows), pa.int64())
+            )
+            con.register("spooled", keys)
+            con.register("stored_rows", _live_rows(stored_rows))
+            result = con.sql(
+                f"""
+                WITH s AS (
+                    SELECT page_id, last_edited_time, in_trash, {CONTENT_HASH_SQL} AS content_hash
+                    FROM stored_rows
+                ), ranked AS (
+                    SELECT k.seq,
+                           row_number() OVER (PARTITION BY k.page_id
+                               ORDER BY k.last_edited_time DESC, k.seq DESC) = 1 AS latest,
+                           coalesce(s.page_id IS NOT NULL
+                               AND s.last_edited_time IS NOT DISTINCT FROM k.last_edited_time
+                               AND s.in_trash IS NOT DISTINCT FROM k.in_trash, FALSE) AS same_edit,
+                           s.content_hash IS NOT DISTINCT FROM k.content_hash AS same_content
+                    FROM spooled k LEFT JOIN s USING (page_id)
+                )
+                SELECT latest AND NOT (same_edit AND same_content) AS keep,
+                       latest AND same_edit AND NOT same_content AS changed_without_edit
+                FROM ranked
+                ORDER BY seq
+                """
+            ).to_arrow_table()
+        finally:
+            con.close()
+        mask = result["keep"].combine_chunks() if result.num_rows else pa.array([], pa.bool_())
+        changed = pc.sum(result["changed_without_edit"]).as_py() or 0
+        return Comparison(mask=mask, changed_without_edit=changed)
 
     def batches(self, mask: pa.Array | None = None) -> Iterator[pa.RecordBatch]:
         """The spooled rows, batch by batch, keeping only those ``mask`` selects."""

@@ -13,6 +13,7 @@ from deltalake import DeltaTable
 
 from leads_pipeline.assets import analytics, ingestion
 from leads_pipeline.jobs import refresh_leads, sync_leads
+from leads_pipeline.raw_store import is_trashed
 from leads_pipeline.resource_factory import build_resources
 from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
 from leads_pipeline.sample_data import (
@@ -22,7 +23,7 @@ from leads_pipeline.sample_data import (
     generate_pages,
 )
 from leads_pipeline.settings import load_settings
-from leads_pipeline.sources.base import ListingStats, is_trashed
+from leads_pipeline.sources.base import ListingStats
 from leads_pipeline.sources.memory import InMemoryLeadsSource
 from leads_pipeline.sources.notion_answers import answers_to_rows
 from leads_pipeline.sources.snapshot import SnapshotLeadsSource, write_snapshot

@@ -1,10 +1,12 @@
-"""The listing spool: one row per page, unchanged old rows skipped, recent ones always kept."""
+"""The listing spool: one row per page, unchanged rows skipped, changed content always kept."""
 
 import datetime as dt
 
 import pyarrow as pa
+from deltalake import DeltaTable
 
-from leads_pipeline.raw_store import pages_to_raw
+from leads_pipeline.lake import DeltaLake
+from leads_pipeline.raw_store import RAW_TABLE, append_raw, pages_to_raw
 from leads_pipeline.spool import RawSpool
 from leads_pipeline_tests.pages import make_page
 
@@ -82,3 +84,51 @@ def test_select_skips_recent_rows_whose_stored_copy_has_settled():
         keep = spool.select(stored, unchanged_before=stamp("2025-03-09T09:58:00.000Z"))
         # The trashed page changed state: kept whatever its sync time.
         assert keep.to_pylist() == [False, True, True]
+
+
+def test_compare_writes_pages_whose_content_changed_without_a_new_edit_time(tmp_path):
+    edited = "2025-03-01T10:00:00.000Z"
+    later = "2025-03-02T10:00:00.000Z"
+    stored_pages = [
+        make_page("same", email="a@b.fr", edited=edited),
+        make_page("value", email="a@b.fr", edited=edited),
+        make_page("link", edited=edited),
+        make_page("born", edited=edited),
+        make_page("edited", edited=edited),
+        make_page("gone", edited=edited),
+        make_page("kept", edited=edited),
+    ]
+    lake = DeltaLake(str(tmp_path / "lake"))
+    append_raw(lake, pages_to_raw(stored_pages, NOW).to_batches(), {})
+    DeltaTable(lake.table_uri(RAW_TABLE)).update(
+        predicate="page_id = 'gone'", updates={"deleted_at": "now()"}
+    )
+
+    listed = [
+        make_page("same", email="a@b.fr", edited=edited),
+        make_page("value", email="changed@b.fr", edited=edited),  # a formula over now()
+        {**make_page("link", edited=edited), "url": "https://www.notion.so/moved"},
+        make_page("born", edited=edited, created="2025-01-01T00:00:00.000Z"),
+        make_page("edited", edited=later),  # a real edit: written, not "without edit"
+        make_page("gone", edited=edited),  # deleted in raw: restored
+        make_page("kept", edited=edited),
+        make_page("kept", edited=edited),  # listed twice: one row only, and unchanged
+        make_page("new", edited=later),
+    ]
+    with RawSpool() as spool:
+        spool.append(pages_to_raw(listed[:4], NOW))
+        spool.append(pages_to_raw(listed[4:], NOW))
+        comparison = spool.compare(lake.load(RAW_TABLE).to_pyarrow_dataset())
+        assert comparison.mask.to_pylist() == [
+            False,
+            True,
+            True,
+            True,
+            True,
+            True,
+            False,
+            False,
+            True,
+        ]
+        assert comparison.changed_without_edit == 3  # value, link, born
+        assert spool.content_hashes().type == pa.uint64()

@@ -1,5 +1,6 @@
 """Ingestion layer: Notion pages → ``raw_notion_leads`` → ``leads`` and ``lead_quality_issues``."""
 
+import json
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -8,17 +9,20 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from leads_pipeline.checks import leads_freshness_policy
+from leads_pipeline.lake import DeltaLake
 from leads_pipeline.metadata import markdown_preview
 from leads_pipeline.pools import LAKE_POOL
 from leads_pipeline.property_map import bindings, resolve
 from leads_pipeline.raw_store import (
     RAW_TABLE,
     WATERMARK_MARGIN,
+    RawState,
     append_raw,
     check_source,
     load_schema,
     merge_raw,
     read_state,
+    schema_changes,
     store_schema,
 )
 from leads_pipeline.resources import LakeResource, PropertyMapResource
@@ -34,8 +38,10 @@ class RawLeadsConfig(dg.Config):
 
     full_listing: bool = Field(
         default=False,
-        description="List every page instead of only those edited since the watermark; pages no "
-        "longer listed are marked deleted. The refresh_leads job sets it.",
+        description="List every page instead of only those edited since the watermark, and "
+        "compare each page's content with the stored copy (values Notion changes without a new "
+        "edit time, such as formulas and rollups, are caught); pages no longer listed are marked "
+        "deleted. The refresh_leads job sets it; a change of the data source's schema does too.",
     )
 
 
@@ -68,26 +74,39 @@ def raw_notion_leads(
     synced and, for pages trashed in Notion or gone from a full listing, when it was deleted. It is
     the pipeline's memory of Notion: everything downstream can be rebuilt from it without calling
     Notion again.
+
+    An incremental sync lists the pages edited since the last one. A full listing (refresh_leads,
+    or any sync that finds the data source's schema changed) lists every page and writes those
+    whose content differs from the stored copy, edit time or not.
     """
     store = lake.lake()
     synced_at = datetime.now(UTC)
-    schema = dict(source.data_source_schema())
+    schema = dict(source.data_source_schema(log=context.log))
     mapping = property_map.load()
     stored = load_schema(store)
     # A mapped property that is missing or of the wrong type fails here, before any listing.
     columns = resolve(mapping, schema, stored[1] if stored else None)
     # people/relation values a mapped column reads must be complete (Notion truncates them at 25).
-    truncatable = {c.property_id for c in columns if c.notion_type in ("people", "relation")}
+    truncatable = {
+        c.property_id
+        for c in columns
+        if c.property_id is not None and c.notion_type in ("people", "relation")
+    }
+    changes = schema_changes(stored[0] if stored else None, schema)
+    if changes:
+        context.log.warning(
+            f"The data source's schema changed since the last sync: {'; '.join(changes)}. "
+            "Listing every page and comparing its content with the stored copy."
+        )
     state = read_state(store)
     check_source(state, source.identity(), store.root)
-    full = config.full_listing or state.watermark is None
+    reason = _full_listing_reason(config, state.watermark is None, bool(changes))
+    full = reason is not None
     # Notion rounds edit times down to the minute: re-read (and compare) a margin before the mark.
     cutoff = None if state.watermark is None else state.watermark - WATERMARK_MARGIN
     since = None if full else cutoff
-    context.log.info(
-        f"Listing {'every page' if since is None else f'pages edited on or after {since.isoformat()}'}"
-        f" from {source.source_name}."
-    )
+    what = f"every page ({reason})" if full else f"pages edited on or after {since.isoformat()}"
+    context.log.info(f"Listing {what} from {source.source_name}.")
     stats = ListingStats()
     commit_metadata = {"source": source.source_name, "source_identity": source.identity()}
     with RawSpool() as spool:
@@ -99,22 +118,33 @@ def raw_notion_leads(
             log=context.log,
         ):
             spool.append(rows)
-        keep = spool.select(state.keys, cutoff)
+        keep, changed_without_edit = _rows_to_write(spool, store, state, full, cutoff)
         listed = spool.keys()["page_id"]
         if full:
             deleted_ids = pc.filter(state.live_ids, pc.invert(pc.is_in(state.live_ids, listed)))
         else:
             deleted_ids = pa.array([], pa.string())
-        store_schema(store, schema, bindings(mapping, columns), commit_metadata)
         if state.rows == 0:
             outcome = append_raw(store, spool.batches(keep), commit_metadata)
         else:
             outcome = merge_raw(store, spool.read(keep), deleted_ids, synced_at, commit_metadata)
+        # Stored once the pages are: a sync failing before this point sees the change again.
+        store_schema(
+            store,
+            schema,
+            bindings(mapping, columns),
+            {**commit_metadata, "schema_changes": json.dumps(changes, ensure_ascii=False)},
+        )
         tail = spool.keys().slice(max(spool.rows - 10, 0))
         # Raw's newest edit after this sync, without scanning the table again.
         fetched_newest = pc.max(spool.keys()["last_edited_time"]).as_py()
     pages_fetched = spool.rows
     watermark = max((t for t in (state.watermark, fetched_newest) if t is not None), default=None)
+    if changed_without_edit:
+        context.log.info(
+            f"{changed_without_edit} listed pages changed in Notion without a new edit time; "
+            "their new values were written."
+        )
 
     table = store.load(RAW_TABLE)
     dataset = table.to_pyarrow_dataset()
@@ -122,12 +152,16 @@ def raw_notion_leads(
         metadata={
             "source": source.source_name,
             "mode": "full listing" if full else "incremental",
+            "full_listing_reason": reason or "",
             "dagster/row_count": dataset.count_rows(),
             "pages_fetched": pages_fetched,
             "pages_written": outcome.inserted + outcome.updated,
+            "pages_changed_without_edit": changed_without_edit,
+            "schema_changes": dg.MetadataValue.json(changes),
             "requests": stats.requests,
             "retries": stats.retries,
             "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
+            "rate_limit_reasons": dg.MetadataValue.json(dict(stats.rate_limit_reasons)),
             "pacing_wait_seconds": round(stats.pacing_wait_seconds, 3),
             "truncated_values_completed": stats.values_completed,
             "rows_inserted": outcome.inserted,
@@ -140,6 +174,31 @@ def raw_notion_leads(
             "preview": markdown_preview(tail),
         }
     )
+
+
+def _rows_to_write(
+    spool: RawSpool, store: DeltaLake, state: RawState, full: bool, cutoff: datetime | None
+) -> tuple[pa.Array, int]:
+    """Which spooled rows to write, and how many pages changed without a new edit time.
+
+    A full listing compares every listed page's content with the stored copy (values can change
+    in Notion without a new edit time); an incremental one skips the re-reads that have settled.
+    """
+    if full and state.rows > 0:
+        comparison = spool.compare(store.load(RAW_TABLE).to_pyarrow_dataset())
+        return comparison.mask, comparison.changed_without_edit
+    return spool.select(state.keys, cutoff), 0
+
+
+def _full_listing_reason(config: RawLeadsConfig, empty: bool, schema_changed: bool) -> str | None:
+    """Why this sync lists every page (None: it is incremental)."""
+    if empty:
+        return "first sync"
+    if config.full_listing:
+        return "full_listing requested"
+    if schema_changed:
+        return "the data source's schema changed"
+    return None
 
 
 @dg.multi_asset(

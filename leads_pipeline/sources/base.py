@@ -29,26 +29,19 @@ class ListingStats:
     #: 429 answers by the ``additional_data.rate_limit_reason`` Notion gave (which budget ran
     #: out: the connection's or the workspace's), ``"unspecified"`` when it gave none.
     rate_limit_reasons: dict[str, int] = field(default_factory=dict)
+    #: Lone surrogate escapes (invalid Unicode) replaced by U+FFFD in the answers' text.
+    invalid_unicode_replaced: int = 0
 
     def count_rate_limit(self, reason: str) -> None:
         """Counts one 429 answer under ``reason``."""
         self.rate_limit_reasons[reason] = self.rate_limit_reasons.get(reason, 0) + 1
 
 
-def is_trashed(page: Mapping) -> bool:
-    """Whether a page object is in the trash.
-
-    ``in_trash`` since 2024; ``archived`` alone in older answers and exports, and gone from
-    2026-03-11 answers. Either one set means trashed; neither means live.
-    """
-    return bool(page.get("in_trash")) or bool(page.get("archived"))
-
-
 class LeadsSource(dg.ConfigurableResource, ABC):
     """A source of Notion page objects for the Leads database.
 
     Pages have the shape of API version 2025-09-03 or 2026-03-11 answers (or of older exports:
-    trash marked by ``archived`` alone, see :func:`is_trashed`).
+    trash marked by ``archived`` alone, see :func:`leads_pipeline.raw_store.is_trashed`).
     """
 
     @property

@@ -25,14 +25,14 @@ from notion_client import Client
 from notion_client.errors import RequestTimeoutError
 from pydantic import Field, PrivateAttr, field_validator
 
-from leads_pipeline.raw_store import RAW_SCHEMA
+from leads_pipeline.raw_store import RAW_SCHEMA, is_trashed
 from leads_pipeline.settings import (
     DEFAULT_NOTION_API_BASE_URL,
     DEFAULT_NOTION_API_VERSION,
     NOTION_API_VERSIONS,
     check_notion_api_version,
 )
-from leads_pipeline.sources.base import LeadsSource, ListingStats, is_trashed
+from leads_pipeline.sources.base import LeadsSource, ListingStats
 from leads_pipeline.sources.notion_answers import Envelope, answers_to_rows, read_envelope
 from leads_pipeline.sources.notion_http import (
     CallPolicy,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from leads_pipeline.sources.base import is_trashed
+from leads_pipeline.raw_store import is_trashed
 from leads_pipeline.sources.memory import InMemoryLeadsSource
 
 
