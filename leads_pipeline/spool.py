@@ -9,6 +9,10 @@ sides are reduced to a 64-bit content hash by DuckDB, streaming: neither the spo
 JSON is ever held in memory as a whole.
 """
 
+import logging
+import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +28,10 @@ from leads_pipeline.duck import scratch_connection
 from leads_pipeline.raw_store import RAW_SCHEMA, SETTLED_AFTER
 
 _KEYS = ["page_id", "last_edited_time", "in_trash"]
+_PREFIX = "leads_spool_"
+#: A spool directory is named after the process that writes it: ``leads_spool_<pid>_<random>``.
+_OWNED = re.compile(rf"{_PREFIX}(\d+)_")
+_log = logging.getLogger(__name__)
 #: The columns a page's content hash covers (with ``last_edited_time`` and ``in_trash``, compared
 #: as they are, that is every column the raw merge compares).
 CONTENT_COLUMNS = ("properties_json", "url", "created_time")
@@ -64,14 +72,52 @@ def _live_rows(stored_rows: ds.Dataset) -> pa.RecordBatchReader:
     ).to_reader()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_dead_spools(directory: str | None = None) -> list[Path]:
+    """Removes the spool directories left behind by runs whose process is gone (e.g. SIGKILL).
+
+    A run removes its own spool on exit, but a killed one cannot; the next spool removes it. Only
+    directories named after a process id that no longer exists on this machine are removed.
+
+    Args:
+        directory: Where spools are made; the system's temporary directory when None.
+
+    Returns:
+        The directories removed.
+    """
+    root = Path(directory or tempfile.gettempdir())
+    removed = []
+    for path in root.glob(f"{_PREFIX}*"):
+        match = _OWNED.match(path.name)
+        if match is None or not path.is_dir() or _alive(int(match.group(1))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            _log.info(f"Removed the spool {path} of a run whose process is gone.")
+            removed.append(path)
+    return removed
+
+
 class RawSpool:
     """Raw rows appended batch by batch to an Arrow IPC file in a temporary directory.
 
-    Use as a context manager; the file is removed on exit.
+    Use as a context manager; the file is removed on exit. The directory is named after this
+    process, so a spool left behind by a killed run is removed by the next one
+    (:func:`remove_dead_spools`).
     """
 
     def __init__(self, directory: str | None = None):
-        self._tmp = tempfile.TemporaryDirectory(prefix="leads_spool_", dir=directory)
+        remove_dead_spools(directory)
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{os.getpid()}_", dir=directory)
         self.path = Path(self._tmp.name) / "rows.arrow"
         self._sink = pa.OSFile(str(self.path), "wb")
         self._writer = ipc.new_file(self._sink, RAW_SCHEMA)

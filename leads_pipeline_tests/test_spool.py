@@ -1,6 +1,9 @@
 """The listing spool: one row per page, unchanged rows skipped, changed content always kept."""
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -132,3 +135,20 @@ def test_compare_writes_pages_whose_content_changed_without_a_new_edit_time(tmp_
         ]
         assert comparison.changed_without_edit == 3  # value, link, born
         assert spool.content_hashes().type == pa.uint64()
+
+
+def test_a_spool_left_by_a_killed_process_is_removed_by_the_next_one(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"leads_spool_{gone.pid}_abc"
+    dead.mkdir()
+    (dead / "rows.arrow").write_bytes(b"x" * 1000)
+    live = tmp_path / f"leads_spool_{os.getpid()}_def"
+    live.mkdir()
+    foreign = tmp_path / "leads_spool_unnamed"
+    foreign.mkdir()
+    with RawSpool(directory=str(tmp_path)) as spool:
+        assert spool.path.parent.name.startswith(f"leads_spool_{os.getpid()}_")
+        assert not dead.exists()
+        assert live.exists() and foreign.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, foreign.name])
