@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 SOURCE_SAMPLE = "sample"
 SOURCE_NOTION = "notion"
@@ -97,6 +98,58 @@ def check_notion_api_version(value: str, variable: str = "NOTION_API_VERSION") -
     )
 
 
+_USERINFO = re.compile(r"(?<=//)[^/?#@]*@")
+
+
+def _url_problem(url: str) -> str:
+    """What makes ``url`` unusable as the API root, or an empty string if nothing does."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError as error:
+        return f"it cannot be parsed as a URL ({error})"
+    if not parts.scheme:
+        return "it does not start with http:// or https://"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"its scheme is {parts.scheme!r}, not http or https"
+    if not parts.hostname:
+        return "it names no host"
+    if any(character.isspace() for character in url):
+        return "it holds spaces"
+    if parts.query or parts.fragment:
+        return "it has a query or fragment (the client appends /v1/... to it)"
+    return ""
+
+
+def check_notion_api_base_url(value: str, variable: str = "NOTION_API_BASE_URL") -> str:
+    """Validates the Notion API root: an absolute ``http``/``https`` URL with a host.
+
+    A path is allowed (a proxy may serve the API under one); the client appends ``/v1/...``.
+    Without this check a value such as ``not a url`` would only fail at the first request, as a
+    connection error retried for ``max_retry_seconds``.
+
+    Args:
+        value: The URL.
+        variable: What holds it, named in the error.
+
+    Returns:
+        ``value``, stripped.
+
+    Raises:
+        ConfigurationError: If ``value`` is not such a URL (any password in it is masked).
+    """
+    url = value.strip()
+    problem = _url_problem(url)
+    if problem:
+        shown = _USERINFO.sub("***@", url)
+        raise ConfigurationError(
+            f"{variable}={shown!r} is not a usable Notion API URL: {problem}. Give an absolute "
+            f"http(s) URL with a host, such as {DEFAULT_NOTION_API_BASE_URL} (the default) or "
+            "http://127.0.0.1:8080 for a proxy; unset it to use the default."
+        )
+    return url
+
+
 def _get(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
     if value is None or not value.strip():
@@ -134,7 +187,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         property_map_path=_get(env, "LEADS_PROPERTY_MAP"),
         notion_database_id=_get(env, "NOTION_DATABASE_ID"),
         notion_data_source_id=_get(env, "NOTION_DATA_SOURCE_ID"),
-        notion_api_base_url=_get(env, "NOTION_API_BASE_URL") or DEFAULT_NOTION_API_BASE_URL,
+        notion_api_base_url=check_notion_api_base_url(
+            _get(env, "NOTION_API_BASE_URL") or DEFAULT_NOTION_API_BASE_URL
+        ),
         notion_token_set=_get(env, "NOTION_TOKEN") is not None,
         notion_api_version=check_notion_api_version(
             _get(env, "NOTION_API_VERSION") or DEFAULT_NOTION_API_VERSION

@@ -431,6 +431,13 @@ class FakeNotion:
             value["has_more"] = len(items) > REFERENCE_LIMIT
             source.store(page)
 
+    def serve_raw(self, page_id: str, blob: bytes) -> None:
+        """Serves ``blob`` verbatim as the page in 2025-09-03 query answers: bytes ``json`` would
+        never write (a lone surrogate escape, bytes that are not UTF-8). Filters and sorts still
+        see the page as stored."""
+        with self.lock:
+            self.source_of(page_id).blobs[page_id] = blob
+
     def inject(self, fault: Fault) -> Fault:
         """Adds a fault; returns it (its ``hits`` count what it did)."""
         with self.lock:

@@ -1,5 +1,6 @@
 """Environment configuration: defaults, source selection and errors that name the variable."""
 
+import dagster as dg
 import pytest
 
 from leads_pipeline.property_map import PropertyMapError, load_property_map, resolve
@@ -117,3 +118,87 @@ def test_an_unsupported_api_version_is_refused_at_load_saying_why(version, why):
     assert "use 2025-09-03 or 2026-03-11" in message
     assert "may return fewer properties" in message and "filter_properties" in message
     assert "predate data sources" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("not a url", "it does not start with http:// or https://"),
+        ("api.notion.com", "it does not start with http:// or https://"),
+        ("ftp://api.notion.com", "its scheme is 'ftp', not http or https"),
+        ("https://", "it names no host"),
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://[::1", "cannot be parsed as a URL"),
+        ("https://api.notion .com", "it holds spaces"),
+        ("https://api.notion.com/?v=1", "it has a query or fragment"),
+    ],
+)
+def test_an_unusable_api_url_fails_at_load_naming_the_variable(url, why):
+    """Before, any of these failed only at the first request, retried as a connection error."""
+    env = {"NOTION_TOKEN": "secret_x", "NOTION_DATABASE_ID": "db", "NOTION_API_BASE_URL": url}
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(env)
+    message = str(caught.value)
+    assert message.startswith(f"NOTION_API_BASE_URL={url!r} is not a usable Notion API URL: ")
+    assert why in message and "https://api.notion.com" in message
+    with pytest.raises(ConfigurationError, match="NOTION_API_BASE_URL"):
+        load_settings({"NOTION_API_BASE_URL": url})  # whichever the source
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.notion.com",
+        "http://127.0.0.1:8080",
+        "HTTPS://proxy.example/notion/",
+        " http://h ",
+    ],
+)
+def test_usable_api_urls_are_accepted(url):
+    env = {"NOTION_TOKEN": "secret_x", "NOTION_DATABASE_ID": "db", "NOTION_API_BASE_URL": url}
+    assert load_settings(env).notion_api_base_url == url.strip()
+    assert NotionLeadsSource(token="x", api_base_url=url).api_base_url == url.strip()
+
+
+def test_a_password_in_an_unusable_api_url_is_masked():
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"NOTION_API_BASE_URL": "http://user:hunter2@proxy:99999"})
+    assert "hunter2" not in str(caught.value) and "http://***@proxy:99999" in str(caught.value)
+
+
+def _probe_asset():
+    @dg.asset
+    def probe(source: NotionLeadsSource) -> None:
+        assert source.api_base_url
+
+    return probe
+
+
+def _resource_init_error(result) -> str:
+    return "\n".join(
+        event.event_specific_data.error.to_string()
+        for event in result.all_events
+        if event.event_type_value == "RESOURCE_INIT_FAILURE"
+    )
+
+
+def test_the_source_refuses_an_unusable_api_url_however_it_is_given(monkeypatch):
+    """Direct construction, an EnvVar (checked once resolved, at run start) and run config."""
+    with pytest.raises(ValueError, match=r"api_base_url \(NOTION_API_BASE_URL\)='not a url'"):
+        NotionLeadsSource(token="x", api_base_url="not a url")
+
+    monkeypatch.setenv("LEADS_TEST_API_URL", "not a url")
+    from_env = NotionLeadsSource(token="x", api_base_url=dg.EnvVar("LEADS_TEST_API_URL"))
+    result = dg.materialize([_probe_asset()], resources={"source": from_env}, raise_on_error=False)
+    assert not result.success
+    assert "api_base_url (NOTION_API_BASE_URL)='not a url'" in _resource_init_error(result)
+    monkeypatch.setenv("LEADS_TEST_API_URL", "http://127.0.0.1:9")
+    assert dg.materialize([_probe_asset()], resources={"source": from_env}).success
+
+    at_launch = NotionLeadsSource.configure_at_launch()
+    config = {"resources": {"source": {"config": {"token": "x", "api_base_url": "nope"}}}}
+    result = dg.materialize(
+        [_probe_asset()], resources={"source": at_launch}, run_config=config, raise_on_error=False
+    )
+    assert not result.success
+    assert "api_base_url (NOTION_API_BASE_URL)='nope'" in _resource_init_error(result)

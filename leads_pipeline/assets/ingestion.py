@@ -164,6 +164,7 @@ def raw_notion_leads(
             "rate_limit_reasons": dg.MetadataValue.json(dict(stats.rate_limit_reasons)),
             "pacing_wait_seconds": round(stats.pacing_wait_seconds, 3),
             "truncated_values_completed": stats.values_completed,
+            "invalid_unicode_replaced": stats.invalid_unicode_replaced,
             "rows_inserted": outcome.inserted,
             "rows_updated": outcome.updated,
             "rows_marked_deleted": outcome.deleted,

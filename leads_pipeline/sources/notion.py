@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import httpx
 import orjson
 import pyarrow as pa
@@ -30,13 +31,21 @@ from leads_pipeline.settings import (
     DEFAULT_NOTION_API_BASE_URL,
     DEFAULT_NOTION_API_VERSION,
     NOTION_API_VERSIONS,
+    check_notion_api_base_url,
     check_notion_api_version,
 )
 from leads_pipeline.sources.base import LeadsSource, ListingStats
-from leads_pipeline.sources.notion_answers import Envelope, answers_to_rows, read_envelope
+from leads_pipeline.sources.notion_answers import (
+    CheckedAnswer,
+    Envelope,
+    MalformedAnswerError,
+    answers_to_rows,
+    read_answer,
+)
 from leads_pipeline.sources.notion_http import (
     CallPolicy,
     InvalidCursorError,
+    NotionAnswerError,
     NotionCaller,
     NotionSyncError,
 )
@@ -277,10 +286,21 @@ class NotionLeadsSource(LeadsSource):
     _notion_data_source_id: str | None = PrivateAttr(default=None)
     _notion_schema: dict | None = PrivateAttr(default=None)
 
-    @field_validator("api_version")
+    # "before" validators: they see an ``EnvVar`` as such (it names a variable, not a value) and
+    # leave it to the check made when Dagster builds the resource from the resolved value.
+    @field_validator("api_version", mode="before")
     @classmethod
-    def _supported_version(cls, value: str) -> str:
+    def _supported_version(cls, value: object) -> object:
+        if not isinstance(value, str) or isinstance(value, dg.EnvVar):
+            return value
         return check_notion_api_version(value, "api_version (NOTION_API_VERSION)")
+
+    @field_validator("api_base_url", mode="before")
+    @classmethod
+    def _usable_base_url(cls, value: object) -> object:
+        if not isinstance(value, str) or isinstance(value, dg.EnvVar):
+            return value
+        return check_notion_api_base_url(value, "api_base_url (NOTION_API_BASE_URL)")
 
     @property
     def source_name(self) -> str:
@@ -414,6 +434,8 @@ class NotionLeadsSource(LeadsSource):
 
         The request is built and sent by notion-client (its headers, version, base URL and
         timeout), and a failed answer raises notion-client's own errors, as ``request`` would.
+        The body is checked as it arrives (:func:`.notion_answers.read_answer`): lone surrogate
+        escapes are replaced and reported here, an undecodable body fails the call at once.
         """
         client = self.client()
         path = f"data_sources/{data_source_id}/query"
@@ -427,10 +449,30 @@ class NotionLeadsSource(LeadsSource):
                 raise RequestTimeoutError() from error
             if not response.is_success:
                 client._parse_response(response)  # raises the error notion-client would
-            return response.content, read_envelope(response.content)
+            answer = read_answer(response.content)
+            if answer.replaced:
+                self._report_replaced(answer, f"POST /v1/{path}", stats, log)
+            return answer.body, answer.envelope
 
         return self.caller().call(
             "POST", f"/v1/{path}", send, stats, subject=f"data source {data_source_id}", log=log
+        )
+
+    @staticmethod
+    def _report_replaced(
+        answer: CheckedAnswer, request: str, stats: ListingStats, log: logging.Logger | None
+    ) -> None:
+        """Counts and logs the lone surrogates :func:`.notion_answers.read_answer` replaced."""
+        stats.invalid_unicode_replaced += answer.replaced
+        where = ", ".join(
+            f"{page_id} ({count})" for page_id, count in sorted(answer.replaced_by_page.items())
+        )
+        (log or logging.getLogger(__name__)).warning(
+            f"Notion {request}: {answer.replaced} lone surrogate escape(s) (invalid Unicode, such "
+            "as half of an emoji) replaced by U+FFFD in "
+            + (f"page(s) {where}" if where else "the answer, outside its pages")
+            + "; the pages are kept and raw_notion_leads holds the replaced text. Retype the "
+            "text in Notion to repair it."
         )
 
     def list_pages(
@@ -627,9 +669,14 @@ class NotionLeadsSource(LeadsSource):
             except StopIteration as stop:
                 ended, capped = True, stop.value
             if bodies and (ended or len(bodies) >= _DECODE_BATCH):
-                rows = self._accepted_rows(
-                    answers_to_rows(bodies, synced_at, truncatable_names), window
-                )
+                try:
+                    decoded = answers_to_rows(bodies, synced_at, truncatable_names)
+                except MalformedAnswerError as error:
+                    raise NotionAnswerError(
+                        f"Notion's answers to POST /v1/data_sources/{data_source_id}/query could "
+                        f"not be turned into raw rows: {error}. Nothing was written."
+                    ) from error
+                rows = self._accepted_rows(decoded, window)
                 bodies = []
                 stats.pages += rows.num_rows
                 if rows.num_rows and progress.first_edit is None:

@@ -5,7 +5,8 @@ retries are switched off and :class:`NotionCaller` does its own: every request i
 average rate, a 429 waits the full ``Retry-After`` however long (and its
 ``additional_data.rate_limit_reason`` is logged and counted), 500/502/503/504/529, timeouts and
 connection errors back off exponentially, and the whole thing gives up after a bounded time with an
-error naming the request (method and path; never the token).
+error naming the request (method and path; never the token). An answer that cannot be decoded
+(not UTF-8, or complete and not JSON) fails at once: asking again would bring the same bytes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import httpx
 from notion_client.errors import HTTPResponseError, RequestTimeoutError
 
 from leads_pipeline.sources.base import ListingStats
-from leads_pipeline.sources.notion_answers import MalformedAnswerError
+from leads_pipeline.sources.notion_answers import MalformedAnswerError, UndecodableAnswerError
 
 #: HTTP statuses worth retrying: server errors, gateway errors, overload, and write conflicts.
 RETRYABLE_STATUSES = frozenset({409, 500, 502, 503, 504, 529})
@@ -48,6 +49,10 @@ class NotionRequestError(NotionSyncError):
 
 class InvalidCursorError(NotionRequestError):
     """A pagination cursor Notion no longer accepts: the listing restarts its window."""
+
+
+class NotionAnswerError(NotionSyncError):
+    """Notion's answer to a request cannot be decoded (not UTF-8, or not JSON); not retried."""
 
 
 class NotionRetriesExhaustedError(NotionSyncError):
@@ -226,6 +231,8 @@ class NotionCaller:
             NotionAccessError: On 401, 403 or 404.
             InvalidCursorError: When Notion rejects the ``start_cursor``.
             NotionRequestError: On other non-retryable answers (400...).
+            NotionAnswerError: When a successful answer cannot be decoded (not UTF-8, or a
+                complete body that is not JSON): at once, naming the first bad byte.
             NotionRetriesExhaustedError: When the request kept failing past ``max_retry_seconds``.
         """
         request = f"{method} {path}"
@@ -251,6 +258,8 @@ class NotionCaller:
                     delay, rate_limited = self._backoff(attempt), False
                 else:
                     raise self._translate(error, request, subject) from error
+            except (UndecodableAnswerError, UnicodeDecodeError) as error:
+                raise self._undecodable(error, request) from error
             except RequestTimeoutError as error:
                 delay, rate_limited = self._backoff(attempt), False
                 reason = f"timeout ({error})"
@@ -276,6 +285,20 @@ class NotionCaller:
             stats.retries += 1
             if rate_limited:
                 stats.rate_limit_wait_seconds += delay
+
+    def _undecodable(self, error: ValueError, request: str) -> NotionAnswerError:
+        if isinstance(error, UnicodeDecodeError):  # an answer decoded by notion-client
+            detail = f"the answer is not UTF-8 text: byte {error.start} is invalid ({error.reason})"
+        else:
+            detail = str(error)
+        return NotionAnswerError(
+            self.redact(
+                f"Notion answered {request} with a body that cannot be decoded: {detail}. Not "
+                "retried, since asking again would bring the same bytes; nothing was written. "
+                "Check what sits between the pipeline and Notion (NOTION_API_BASE_URL, a proxy), "
+                "or report the answer to Notion."
+            )
+        )
 
     def _backoff(self, attempt: int) -> float:
         base = min(
