@@ -124,6 +124,13 @@ def leads_id_unique_and_not_null(lake: LakeResource) -> dg.AssetCheckResult:
             else f"{nulls} lead(s) without id, {len(duplicated)} duplicated id(s)"
             + (f", e.g. {examples}" if examples else "")
             + "."
+            + (
+                " Two writers filled the lake at once (a version before this one): run "
+                "sync_leads or refresh_leads once, or materialize leads with the run config "
+                "rebuild: true, to repair it (each page keeps its newest copy)."
+                if len(duplicated)
+                else ""
+            )
         ),
         metadata={
             "table_exists": True,

@@ -6,6 +6,7 @@ import sys
 import time
 
 import boto3
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -83,3 +84,31 @@ def test_sync_merge_read_back_and_aggregate_on_s3(tmp_path, s3_endpoint):
     with Warehouse(ws.warehouse_path).read() as con:
         weeks = con.sql(f"SELECT sum(date_prise_contact) FROM {WEEKLY_TABLE}").fetchall()
     assert weeks == [(12,)]
+
+
+def test_s3_lakes_commit_with_conditional_writes(tmp_path, s3_endpoint, monkeypatch):
+    """Every commit on S3 is a conditional write, so two writers never both commit one version."""
+    from leads_pipeline.lake import S3_SAFE_COMMIT_OPTIONS, DeltaLake
+
+    # The server the racing tests use answers a second create-if-absent with 412, as S3 does.
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.put_object(Bucket="leads-lake", Key="probe", Body=b"first", IfNoneMatch="*")
+    with pytest.raises(s3.exceptions.ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket="leads-lake", Key="probe", Body=b"second", IfNoneMatch="*")
+    assert s3.get_object(Bucket="leads-lake", Key="probe")["Body"].read() == b"first"
+
+    # An s3:// lake asks for conditional writes unless told otherwise; other lakes need nothing.
+    assert DeltaLake("s3://leads-lake/a").storage_options == S3_SAFE_COMMIT_OPTIONS
+    assert DeltaLake("s3://leads-lake/a", {"AWS_REGION": "eu-west-3"}).storage_options == {
+        "AWS_REGION": "eu-west-3",
+        **S3_SAFE_COMMIT_OPTIONS,
+    }
+    assert DeltaLake(str(tmp_path / "lake")).storage_options is None
+    assert DeltaLake("gs://bucket/lake").storage_options is None
+    monkeypatch.setenv("AWS_CONDITIONAL_PUT", "etag")
+    assert DeltaLake("s3://leads-lake/a").storage_options is None  # the user's own setting
+
+    # Commits have no unconditional path: with conditional writes disabled, none is made at all.
+    lake = DeltaLake("s3://leads-lake/b", {"conditional_put": "disabled"})
+    with pytest.raises(OSError, match="conditional put is disabled"):
+        lake.ensure("t", pa.schema([("id", pa.string())]))

@@ -100,6 +100,14 @@ def raw_notion_leads(
         )
     state = read_state(store)
     check_source(state, source.identity(), store.root)
+    if state.keys is not None and pc.count_distinct(state.keys["page_id"]).as_py() < state.rows:
+        # Pages stored twice (two first syncs at once, before this version): keep the newest copy.
+        repaired = store.dedupe(RAW_TABLE, "page_id", metadata={"operation": "dedupe"})
+        context.log.warning(
+            f"raw_notion_leads held {repaired.deleted} extra copies of pages stored twice; "
+            "kept each page's newest copy (latest last_edited_time, then synced_at)."
+        )
+        state = read_state(store)
     reason = _full_listing_reason(config, state.watermark is None, bool(changes))
     full = reason is not None
     # Notion rounds edit times down to the minute: re-read (and compare) a margin before the mark.
@@ -280,6 +288,7 @@ def leads_and_quality_issues(
             "rows_inserted": outcome.leads.inserted,
             "rows_updated": outcome.leads.updated,
             "rows_deleted": outcome.leads.deleted,
+            "duplicates_removed": outcome.duplicates_removed,
             "delta_version": leads_table.version(),
             "delta_committed": outcome.leads.committed,
             "property_map": mapping.fingerprint(),
