@@ -10,6 +10,31 @@ these conditions; it is declared RUNNING so automation works out of the box unde
 
 import dagster as dg
 
+#: Why a schedule or sensor that talks to Notion is declared stopped on the sample, and how to
+#: start it: the first words of its description, so the UI's list of schedules and sensors says it.
+SAMPLE_STOPPED_NOTE = (
+    "Stopped by default because the source is the bundled sample (LEADS_SOURCE=sample, the "
+    "default when no NOTION_* variable is set): its pages never change, so there is nothing to "
+    "sync. Start it in the UI (Automation → toggle it on), or set NOTION_TOKEN and "
+    "NOTION_DATABASE_ID (and unset LEADS_SOURCE or set it to notion) to sync Notion: it then "
+    "starts running by default."
+)
+
+
+def stopped_on_sample(from_notion: bool, what_it_does: str) -> str:
+    """The description of a schedule or sensor that runs by default only with Notion.
+
+    Args:
+        from_notion: Whether the source is Notion (then it runs by default).
+        what_it_does: One or two sentences saying what it does when running.
+
+    Returns:
+        ``what_it_does`` with the source, preceded on the sample by :data:`SAMPLE_STOPPED_NOTE`.
+    """
+    if from_notion:
+        return f"Running by default because the source is Notion. {what_it_does}"
+    return f"{SAMPLE_STOPPED_NOTE} {what_it_does}"
+
 
 def follow_upstream() -> dg.AutomationCondition:
     """Eager automation gated on the upstream blocking checks.
@@ -28,6 +53,6 @@ leads_automation_sensor = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Evaluates the assets' automation conditions: the counts and the downstream "
-    "assets follow leads once its blocking checks pass.",
+    description="Always running by default, whatever the source. Evaluates the assets' automation "
+    "conditions: the counts and the downstream assets follow leads once its blocking checks pass.",
 )

@@ -6,7 +6,8 @@ the source, so that the bundled sample run never reaches for the network:
 
 * ``sync_leads_schedule`` and ``refresh_leads_schedule`` start RUNNING only when the source is
   Notion; with the sample source they are declared STOPPED (the sample never changes, and a user
-  can still start them in the UI).
+  can still start them in the UI). Their descriptions, shown in the UI's list, say why and how
+  to start them (:func:`~leads_pipeline.automation.stopped_on_sample`).
 * ``maintain_lake_schedule`` always starts RUNNING: it only touches the local lake.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from leads_pipeline.automation import stopped_on_sample
 from leads_pipeline.jobs import maintain_lake, refresh_leads, sync_leads
 from leads_pipeline.settings import SOURCE_NOTION, ConfigurationError, load_settings
 
@@ -70,33 +72,46 @@ def build_schedules(env: Mapping[str, str] | None = None) -> list[dg.ScheduleDef
     network_status = (
         dg.DefaultScheduleStatus.RUNNING if from_notion else dg.DefaultScheduleStatus.STOPPED
     )
+    sync_cron = cron_from_env(SYNC_CRON_VARIABLE, DEFAULT_SYNC_CRON, env)
+    refresh_cron = cron_from_env(REFRESH_CRON_VARIABLE, DEFAULT_REFRESH_CRON, env)
+    maintain_cron = cron_from_env(MAINTAIN_CRON_VARIABLE, DEFAULT_MAINTAIN_CRON, env)
     return [
         dg.ScheduleDefinition(
             name="sync_leads_schedule",
             job=sync_leads,
-            cron_schedule=cron_from_env(SYNC_CRON_VARIABLE, DEFAULT_SYNC_CRON, env),
+            cron_schedule=sync_cron,
             execution_timezone=TIMEZONE,
             default_status=network_status,
-            description="Incremental sync of pages edited in Notion since the last sync. Starts "
-            f"running by default only when the source is Notion. Cron: ${SYNC_CRON_VARIABLE}.",
+            description=stopped_on_sample(
+                from_notion,
+                f"Runs sync_leads on cron '{sync_cron}' ({TIMEZONE}; ${SYNC_CRON_VARIABLE}): "
+                "fetches the pages edited in Notion since the last sync, then refreshes "
+                "everything downstream.",
+            ),
         ),
         dg.ScheduleDefinition(
             name="refresh_leads_schedule",
             job=refresh_leads,
-            cron_schedule=cron_from_env(REFRESH_CRON_VARIABLE, DEFAULT_REFRESH_CRON, env),
+            cron_schedule=refresh_cron,
             execution_timezone=TIMEZONE,
             default_status=network_status,
-            description="Nightly full listing of Notion, which catches deleted pages. Starts "
-            f"running by default only when the source is Notion. Cron: ${REFRESH_CRON_VARIABLE}.",
+            description=stopped_on_sample(
+                from_notion,
+                f"Runs refresh_leads on cron '{refresh_cron}' ({TIMEZONE}; "
+                f"${REFRESH_CRON_VARIABLE}): lists every page of Notion, which catches deleted "
+                "pages and values changed without an edit, then refreshes everything downstream.",
+            ),
         ),
         dg.ScheduleDefinition(
             name="maintain_lake_schedule",
             job=maintain_lake,
-            cron_schedule=cron_from_env(MAINTAIN_CRON_VARIABLE, DEFAULT_MAINTAIN_CRON, env),
+            cron_schedule=maintain_cron,
             execution_timezone=TIMEZONE,
             default_status=dg.DefaultScheduleStatus.RUNNING,
-            description="Weekly compaction of small Delta files and vacuum of files older than "
-            f"the retention (7 days by default). Always running. Cron: ${MAINTAIN_CRON_VARIABLE}.",
+            description="Always running by default: it only touches the local lake. Runs "
+            f"maintain_lake on cron '{maintain_cron}' ({TIMEZONE}; ${MAINTAIN_CRON_VARIABLE}): "
+            "compacts the small Delta files syncs leave behind and vacuums files older than the "
+            "retention (7 days by default).",
         ),
     ]
 

@@ -14,7 +14,7 @@ import dagster as dg
 import httpx
 import pyarrow.compute as pc
 
-from leads_pipeline.automation import leads_automation_sensor
+from leads_pipeline.automation import leads_automation_sensor, stopped_on_sample
 from leads_pipeline.jobs import sync_leads
 from leads_pipeline.raw_store import RAW_TABLE
 from leads_pipeline.resources import LakeResource
@@ -74,21 +74,28 @@ def sensor_interval(env=None) -> int:
 def build_notion_changes_sensor(env=None) -> dg.SensorDefinition:
     """The sensor, RUNNING by default only when the source is Notion (the sample never changes).
 
+    Its description says so: on the sample it starts with why it is stopped and how to start it.
+
     Args:
         env: Environment to read; ``os.environ`` when omitted.
     """
     env = os.environ if env is None else env
     from_notion = load_settings(env).source == SOURCE_NOTION
+    interval = sensor_interval(env)
 
     @dg.sensor(
         name="notion_changes_sensor",
         job=sync_leads,
-        minimum_interval_seconds=sensor_interval(env),
+        minimum_interval_seconds=interval,
         default_status=(
             dg.DefaultSensorStatus.RUNNING if from_notion else dg.DefaultSensorStatus.STOPPED
         ),
-        description="Asks Notion for the newest edit after the lake's watermark (one request of "
-        "one page) and runs sync_leads only when there is one.",
+        description=stopped_on_sample(
+            from_notion,
+            f"Asks Notion every {interval} s (${INTERVAL_VARIABLE}) for the newest edit after "
+            "the lake's watermark (one request of one page) and runs sync_leads only when there "
+            "is one.",
+        ),
     )
     def notion_changes_sensor(
         context: dg.SensorEvaluationContext, source: LeadsSource, lake: LakeResource

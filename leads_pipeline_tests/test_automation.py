@@ -45,6 +45,8 @@ def test_the_automation_sensor_runs_by_default_over_every_asset():
     sensor = next(s for s in project_defs.sensors if s.name == "leads_automation_sensor")
     assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.description.startswith("Always running by default")
+    assert "automation conditions" in sensor.description
     graph = project_defs.resolve_asset_graph()
     for key in COUNTS:
         condition = graph.get(key).automation_condition

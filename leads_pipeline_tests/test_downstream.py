@@ -1,6 +1,6 @@
 """Downstream assets: funnel conversion and weekly objectives on crafted and sample counts."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +12,7 @@ from leads_pipeline.assets import analytics, downstream, ingestion
 from leads_pipeline.assets.downstream import (
     WeeklyObjectivesConfig,
     monthly_funnel_conversion,
+    reference_day,
     weekly_objectives,
 )
 from leads_pipeline.automation import follow_upstream
@@ -26,12 +27,15 @@ from leads_pipeline.funnel import (
     check_funnel_matches_counts,
     check_funnel_ratios,
     check_objectives_match_counts,
+    check_objectives_window_recent,
     compute_funnel,
     compute_objectives,
     objectives_window,
 )
+from leads_pipeline.lake import DeltaLake
 from leads_pipeline.property_map import EVENT_COLUMNS
-from leads_pipeline.resources import WarehouseResource
+from leads_pipeline.resources import LakeResource, WarehouseResource
+from leads_pipeline.sample_data import generate_pages
 from leads_pipeline.serving import LeadsAnalytics
 from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, Warehouse
 from leads_pipeline_tests.crafted_counts import monthly_table, publish_counts, weekly_table
@@ -72,7 +76,9 @@ TARGETS = {
 
 
 def _resources(warehouse_path: str) -> dict:
-    return {"warehouse": WarehouseResource(path=warehouse_path)}
+    # An empty lake next to the warehouse: no recorded source, so the wall clock is the reference.
+    lake = str(Path(warehouse_path).parent / "empty_lake")
+    return {"warehouse": WarehouseResource(path=warehouse_path), "lake": LakeResource(uri=lake)}
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -220,8 +226,57 @@ def test_objectives_default_targets_and_window(warehouse_path):
     publish_counts(warehouse_path, weekly=WEEKS)
     _objectives(warehouse_path, as_of=AS_OF)
     rows = {row["event"]: row for row in _read(warehouse_path, OBJECTIVES_TABLE)}
-    assert rows["date_prise_contact"]["target"] == 45.0
+    # Just above the sample's median week (see test_sample_health.py for the sample's weeks).
+    assert {event: row["target"] for event, row in rows.items()} == {
+        "date_prise_contact": 20.0,
+        "date_reponse_prospect": 12.0,
+        "date_appel_propose": 9.0,
+        "date_appel_booke": 6.0,
+        "date_relance": 10.0,
+    }
     assert rows["date_prise_contact"]["weeks"] == 4
+
+
+def test_without_as_of_and_without_a_sample_lake_the_wall_clock_is_the_reference(warehouse_path):
+    publish_counts(warehouse_path, weekly=WEEKS)
+    result = _objectives(warehouse_path, weeks=4)
+    recent = _checks(result)[OBJECTIVES_WINDOW_RECENT]
+    # Today is long after 2025-W06: the crafted counts are stale against the wall clock.
+    assert (recent.passed, recent.severity) == (False, dg.AssetCheckSeverity.WARN)
+    today = datetime.now(UTC).date()
+    assert abs(date.fromisoformat(recent.metadata["reference_day"].value) - today).days <= 1
+    assert recent.metadata["reference"].value == "today in Europe/Paris"
+    assert recent.metadata["weeks_behind"].value > 50
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["reference"].value == "today in Europe/Paris"
+
+
+def test_reference_day_order_configured_then_sample_watermark_then_today(
+    sample_resources, lake_uri
+):
+    lake = DeltaLake(lake_uri)
+    now = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)  # already 2 March in Paris
+    assert reference_day(None, lake, now=now).day == date(2026, 3, 2)  # empty lake: the clock
+    assert reference_day(date(2025, 5, 5), lake, now=now).day == date(2025, 5, 5)
+    dg.materialize([ingestion.raw_notion_leads], resources=sample_resources)
+    # The sample's newest edit: its "now", whatever the wall clock says.
+    newest = max(page["last_edited_time"] for page in generate_pages(2000, 42))
+    sample_day = date.fromisoformat(newest[:10])
+    reference = reference_day(None, lake, now=now)
+    assert reference.day == sample_day
+    assert "sample" in reference.reason and newest[:10] in reference.reason
+    assert reference_day(date(2025, 5, 5), lake, now=now).day == date(2025, 5, 5)
+
+
+def test_recency_check_passes_on_the_last_complete_week_and_names_its_reference():
+    window = objectives_window(weekly_table(WEEKS), 4, date(2025, 2, 12))
+    passed = check_objectives_window_recent(window, date(2025, 2, 12), "a test clock")
+    assert passed.passed and "2025-W06" in passed.description
+    assert "a test clock" in passed.description
+    # The next Monday starts W08: W07 is complete now, and the window (ending W06) is behind.
+    late = check_objectives_window_recent(window, date(2025, 2, 17), "a test clock")
+    assert not late.passed and late.metadata["weeks_behind"].value == 1
+    assert "a test clock" in late.description
 
 
 def test_objectives_warn_on_short_or_stale_history(warehouse_path):

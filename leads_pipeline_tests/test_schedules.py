@@ -57,6 +57,39 @@ def test_notion_source_runs_every_schedule_by_default():
     assert {s.default_status for s in schedules} == {dg.DefaultScheduleStatus.RUNNING}
 
 
+def test_stopped_schedules_say_why_and_how_to_start_them():
+    schedules = by_name(build_schedules({}))
+    for name, job in (
+        ("sync_leads_schedule", "sync_leads"),
+        ("refresh_leads_schedule", "refresh_leads"),
+    ):
+        description = schedules[name].description
+        # The reason comes first: the UI's list shows the start of the description.
+        assert description.startswith("Stopped by default because the source is the bundled sample")
+        assert "LEADS_SOURCE=sample" in description
+        assert "Start it in the UI" in description
+        assert "NOTION_TOKEN" in description and "NOTION_DATABASE_ID" in description
+        # … and what it does once started.
+        assert f"Runs {job} on cron '{schedules[name].cron_schedule}'" in description
+    maintain = schedules["maintain_lake_schedule"].description
+    assert "Stopped" not in maintain
+    assert maintain.startswith("Always running by default")
+    assert "Runs maintain_lake on cron '0 4 * * 0'" in maintain
+
+
+def test_running_schedules_say_what_they_do_without_a_stop_note():
+    schedules = by_name(build_schedules({**NOTION_ENV, "LEADS_SYNC_CRON": "*/5 * * * *"}))
+    for schedule in schedules.values():
+        assert "Stopped" not in schedule.description
+        assert "bundled sample" not in schedule.description
+        assert f"on cron '{schedule.cron_schedule}' (Europe/Paris" in schedule.description
+    assert schedules["sync_leads_schedule"].description.startswith(
+        "Running by default because the source is Notion."
+    )
+    assert "*/5 * * * *" in schedules["sync_leads_schedule"].description
+    assert "deleted pages" in schedules["refresh_leads_schedule"].description
+
+
 def test_crons_are_overridable_by_environment():
     schedules = by_name(
         build_schedules(

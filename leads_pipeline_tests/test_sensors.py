@@ -52,6 +52,19 @@ def test_sensor_targets_sync_leads_and_runs_by_default_only_for_notion():
     assert notion.minimum_interval_seconds == DEFAULT_INTERVAL_SECONDS
 
 
+def test_sensor_description_says_why_it_is_stopped_and_what_it_does():
+    stopped = build_notion_changes_sensor({"LEADS_SENSOR_INTERVAL_SECONDS": "90"}).description
+    assert stopped.startswith("Stopped by default because the source is the bundled sample")
+    assert "LEADS_SOURCE=sample" in stopped and "Start it in the UI" in stopped
+    assert "NOTION_TOKEN" in stopped and "NOTION_DATABASE_ID" in stopped
+    assert "every 90 s" in stopped and "runs sync_leads only when" in stopped
+    running = build_notion_changes_sensor(
+        {"LEADS_SOURCE": "notion", "NOTION_TOKEN": "t", "NOTION_DATABASE_ID": "d"}
+    ).description
+    assert running.startswith("Running by default because the source is Notion.")
+    assert "Stopped" not in running and "every 60 s" in running
+
+
 def test_interval_is_configurable_and_validated():
     assert sensor_interval({"LEADS_SENSOR_INTERVAL_SECONDS": "5"}) == 5
     assert (

@@ -3,9 +3,15 @@
 Both read the warehouse's count tables, compute in DuckDB, publish their own table through
 :meth:`Warehouse.publish` (atomic for readers) and prove their result with checks declared on the
 asset. They follow ``leads`` through automation: eager, so a fresh count table refreshes them.
+
+The objectives are judged against a reference day: today in ``Europe/Paris`` when the lake holds
+Notion pages, and the day of the last edit when it holds the bundled sample (whose pages stop on
+2026-01-02): a sample run then averages the sample's own last complete weeks instead of reporting
+it months behind the wall clock. See :func:`reference_day`.
 """
 
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -37,9 +43,12 @@ from leads_pipeline.funnel import (
     compute_objectives,
     objectives_window,
 )
+from leads_pipeline.lake import DeltaLake
 from leads_pipeline.pools import WAREHOUSE_POOL
 from leads_pipeline.property_map import EVENT_COLUMNS
-from leads_pipeline.resources import WarehouseResource
+from leads_pipeline.raw_store import RAW_TABLE, read_state
+from leads_pipeline.resources import LakeResource, WarehouseResource
+from leads_pipeline.settings import SOURCE_SAMPLE
 from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, WarehouseNotBuiltError
 
 GROUP = "analytics"
@@ -47,6 +56,14 @@ FUNNEL_ASSET = "monthly_funnel_conversion"
 OBJECTIVES_ASSET = "weekly_objectives"
 #: Business calendar: "today" for the objectives window.
 TIMEZONE = "Europe/Paris"
+#: Readable names of the event columns in previews.
+EVENT_LABELS = {
+    "date_prise_contact": "first contacts",
+    "date_reponse_prospect": "replies",
+    "date_appel_propose": "calls proposed",
+    "date_appel_booke": "calls booked",
+    "date_relance": "follow-ups",
+}
 
 
 def _read_counts(warehouse: WarehouseResource, table: str, order_by: str, upstream: str):
@@ -177,18 +194,59 @@ class WeeklyObjectivesConfig(dg.Config):
     as_of: str | None = Field(
         default=None,
         description="YYYY-MM-DD: the window ends with the last complete week before this day's "
-        f"week. Default: today in {TIMEZONE}.",
+        f"week. Default: today in {TIMEZONE}; on the bundled sample (LEADS_SOURCE=sample), the "
+        "day of its last edit, since the sample never moves.",
     )
 
     def targets(self) -> dict[str, float]:
         """Weekly target per event column."""
         return {event: getattr(self, f"target_{event}") for event in EVENT_COLUMNS}
 
-    def as_of_date(self) -> date:
-        """The reference day (today in the business time zone unless configured)."""
-        if self.as_of:
-            return date.fromisoformat(self.as_of)
-        return datetime.now(ZoneInfo(TIMEZONE)).date()
+    def configured_as_of(self) -> date | None:
+        """The configured reference day, or ``None`` when the default applies.
+
+        Raises:
+            ValueError: If ``as_of`` is not a ``YYYY-MM-DD`` date.
+        """
+        return date.fromisoformat(self.as_of) if self.as_of else None
+
+
+@dataclass(frozen=True)
+class ReferenceDay:
+    """The day the objectives are judged against, and where it comes from (shown in the UI)."""
+
+    day: date
+    reason: str
+
+
+def reference_day(
+    configured: date | None, lake: DeltaLake, now: datetime | None = None
+) -> ReferenceDay:
+    """The day whose week is "in progress" for the objectives window and its recency check.
+
+    In order: the run configuration's ``as_of``; when ``raw_notion_leads`` was filled by the
+    bundled sample, the day (in ``Europe/Paris``) of its newest ``last_edited_time`` — the lake's
+    watermark, i.e. the sample's own "now", so its last complete week is the one before its last
+    edit rather than the wall clock's; otherwise (Notion) today in ``Europe/Paris``.
+
+    Args:
+        configured: ``as_of`` from the run configuration, if any.
+        lake: The lake whose raw table tells which source filled it.
+        now: The wall clock (tests); the current time when omitted.
+    """
+    if configured is not None:
+        return ReferenceDay(configured, "as_of in the run configuration")
+    if lake.commit_value(RAW_TABLE, "source") == SOURCE_SAMPLE:
+        watermark = read_state(lake).watermark
+        if watermark is not None:
+            last_edit = watermark.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            return ReferenceDay(
+                watermark.astimezone(ZoneInfo(TIMEZONE)).date(),
+                f"the bundled sample's last edit, {last_edit}: the sample never moves, so its "
+                "weeks are judged against its own clock, not today",
+            )
+    today = (now or datetime.now(UTC)).astimezone(ZoneInfo(TIMEZONE)).date()
+    return ReferenceDay(today, f"today in {TIMEZONE}")
 
 
 @dg.asset(
@@ -212,20 +270,27 @@ class WeeklyObjectivesConfig(dg.Config):
         dg.AssetCheckSpec(
             OBJECTIVES_WINDOW_RECENT,
             asset=OBJECTIVES_ASSET,
-            description="The window ends with last week: no silence or stale counts behind the "
-            "averages (warning otherwise).",
+            description="The window ends with the last complete week before the reference day: "
+            "no silence or stale counts behind the averages (warning otherwise). The reference "
+            f"day is today in {TIMEZONE} with Notion; with the bundled sample "
+            "(LEADS_SOURCE=sample), which never moves, it is the day of the sample's last edit "
+            "(the newest last_edited_time in raw_notion_leads), so the sample is judged against "
+            "its own last complete week. as_of in the run configuration overrides both.",
         ),
     ],
 )
 def weekly_objectives(
-    config: WeeklyObjectivesConfig, warehouse: WarehouseResource
+    config: WeeklyObjectivesConfig, warehouse: WarehouseResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     """Are we on pace? Recent weekly activity against the team's weekly targets.
 
     For each funnel event (first contacts, replies, calls proposed, calls booked, follow-ups): the
     average number per week over the last complete weeks (4 by default; the week in progress is
     left out), the weekly target, the attainment (average / target) and whether the target is met.
-    Targets and window come from the run configuration. Table ``analytics.weekly_objectives``.
+    Targets and window come from the run configuration; the default targets (20 first contacts,
+    12 replies, 9 calls proposed, 6 booked, 10 follow-ups a week) sit just above the bundled
+    sample's median week. Weeks are complete relative to today in Europe/Paris, or, on the
+    bundled sample, to the day of its last edit. Table ``analytics.weekly_objectives``.
     """
     if config.weeks < 1:
         raise dg.Failure(f"weeks must be at least 1, not {config.weeks}.")
@@ -234,9 +299,11 @@ def weekly_objectives(
     if negative:
         raise dg.Failure(f"Weekly targets cannot be negative: {negative}.")
     try:
-        as_of = config.as_of_date()
+        configured = config.configured_as_of()
     except ValueError as error:
         raise dg.Failure(f"as_of={config.as_of!r} is not a YYYY-MM-DD date.") from error
+    reference = reference_day(configured, lake.lake())
+    as_of = reference.day
     counts = _read_counts(warehouse, WEEKLY_TABLE, "week_start", "weekly_event_counts")
     window = objectives_window(counts, config.weeks, as_of)
     objectives = compute_objectives(window, targets)
@@ -252,7 +319,9 @@ def weekly_objectives(
             "average / week": "∅" if row["average"] is None else f"{row['average']:.1f}",
             "target": f"{row['target']:g}",
             "attainment": _percent(row["attainment"]),
-            "met": {True: "✅", False: "❌"}.get(row["met"], "∅"),
+            "met": _mark(row["met"]),
+            "weeks at target": f"{_weeks_at_target(window, row['event'], row['target'])}"
+            f"/{window.num_rows}",
         }
         for row in rows
     ]
@@ -262,6 +331,7 @@ def weekly_objectives(
             "dagster/row_count": objectives.num_rows,
             "republished": republished,
             "as_of": str(as_of),
+            "reference": reference.reason,
             "weeks_in_window": first.get("weeks", 0),
             "window": f"{first.get('first_week')} → {first.get('last_week')}"
             if first.get("weeks")
@@ -272,14 +342,44 @@ def weekly_objectives(
                 for row in rows
                 if row["attainment"] is not None
             },
-            "preview": dg.MetadataValue.md(tabulate(display, headers="keys", tablefmt="github")),
+            "preview": dg.MetadataValue.md(
+                tabulate(display, headers="keys", tablefmt="github")
+                + "\n\n"
+                + _weeks_preview(window, targets)
+            ),
         },
         check_results=[
             check_objectives_match_counts(objectives, window),
             check_objectives_window_complete(window, config.weeks),
-            check_objectives_window_recent(window, as_of),
+            check_objectives_window_recent(window, as_of, reference.reason),
         ],
     )
+
+
+def _mark(met: bool | None) -> str:
+    return {True: "✅", False: "❌"}.get(met, "∅")
+
+
+def _weeks_at_target(window: pa.Table, event: str, target: float) -> int:
+    return sum(1 for count in window[event].to_pylist() if count >= target)
+
+
+def _weeks_preview(window: pa.Table, targets: dict[str, float]) -> str:
+    """Each week of the window with its counts, ✅ where the count reached the weekly target."""
+    if not window.num_rows:
+        return "_(no complete week in the window)_"
+    weeks = [
+        {
+            "week": row["semaine"],
+            **{
+                f"{EVENT_LABELS[event]} (≥ {targets[event]:g})": f"{row[event]} "
+                f"{_mark(row[event] >= targets[event])}"
+                for event in EVENT_COLUMNS
+            },
+        }
+        for row in window.to_pylist()
+    ]
+    return "Weeks of the window:\n\n" + tabulate(weeks, headers="keys", tablefmt="github")
 
 
 ASSETS = [monthly_funnel_conversion, weekly_objectives]
