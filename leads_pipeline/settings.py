@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 from urllib.parse import urlsplit
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 SOURCE_SAMPLE = "sample"
 SOURCE_NOTION = "notion"
@@ -21,11 +24,94 @@ NOTION_API_VERSIONS = ("2025-09-03", "2026-03-11")
 DEFAULT_NOTION_API_VERSION = NOTION_API_VERSIONS[0]
 _VERSION_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 
+#: The variables that point the pipeline at a Notion database: setting any of them makes
+#: ``notion`` the default source. ``NOTION_API_VERSION`` and the tuning variables below only
+#: adjust how Notion is read, so they leave the sample as the default.
 NOTION_VARIABLES = (
     "NOTION_TOKEN",
     "NOTION_DATABASE_ID",
     "NOTION_DATA_SOURCE_ID",
     "NOTION_API_BASE_URL",
+)
+
+# The tuning knobs' types, shared by the environment variables (checked at load) and the Notion
+# source's fields (checked when a run builds the resource, e.g. from launchpad config).
+#: Requests per second: 0 turns pacing off.
+RequestRate = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: Pages per query: Notion returns at most 100.
+QueryPageSize = Annotated[int, Field(ge=1, le=100)]
+#: A duration that must be positive (a timeout, a backoff cap).
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: A duration that may be 0 (a retry budget, an interval between log lines).
+NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+@dataclass(frozen=True)
+class NotionTuning:
+    """How the Notion source paces, pages, waits and reports; the defaults are its own.
+
+    Each attribute is the field of the same name of ``NotionLeadsSource`` and is set by the
+    environment variable of :data:`NOTION_TUNING_KNOBS`.
+
+    Attributes:
+        requests_per_second: Average request rate (Notion allows 3); 0 turns pacing off.
+        page_size: Pages per query request, 1 to 100.
+        timeout_seconds: Timeout of one HTTP request.
+        max_retry_seconds: Give up on a request still failing (429, 5xx, timeouts) after this
+            long; 0 gives up at the first failure.
+        max_backoff_seconds: Cap of the exponential backoff between retries (not of the
+            ``Retry-After`` Notion asks for).
+        progress_interval_seconds: Minimum seconds between two progress lines in the run log;
+            0 reports after every batch of answers.
+    """
+
+    requests_per_second: float = 3.0
+    page_size: int = 100
+    timeout_seconds: float = 60.0
+    max_retry_seconds: float = 1800.0
+    max_backoff_seconds: float = 60.0
+    progress_interval_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class TuningKnob:
+    """One tuning knob: the source field, its variable, its type and its rule in words."""
+
+    field: str
+    variable: str
+    kind: Any
+    rule: str
+
+
+NOTION_TUNING_KNOBS = (
+    TuningKnob(
+        "requests_per_second",
+        "NOTION_REQUESTS_PER_SECOND",
+        RequestRate,
+        "a number of requests per second, 0 or more (0 turns pacing off)",
+    ),
+    TuningKnob("page_size", "NOTION_PAGE_SIZE", QueryPageSize, "a whole number from 1 to 100"),
+    TuningKnob(
+        "timeout_seconds", "NOTION_TIMEOUT_SECONDS", PositiveSeconds, "a number of seconds above 0"
+    ),
+    TuningKnob(
+        "max_retry_seconds",
+        "NOTION_MAX_RETRY_SECONDS",
+        NonNegativeSeconds,
+        "a number of seconds, 0 or more (0 gives up at the first failure)",
+    ),
+    TuningKnob(
+        "max_backoff_seconds",
+        "NOTION_MAX_BACKOFF_SECONDS",
+        PositiveSeconds,
+        "a number of seconds above 0",
+    ),
+    TuningKnob(
+        "progress_interval_seconds",
+        "NOTION_PROGRESS_INTERVAL_SECONDS",
+        NonNegativeSeconds,
+        "a number of seconds, 0 or more (0 reports after every batch of answers)",
+    ),
 )
 
 
@@ -48,6 +134,7 @@ class Settings:
         notion_token_set: Whether ``NOTION_TOKEN`` is set; the token itself is never held here.
         notion_api_version: The ``Notion-Version`` sent with every request (one of
             :data:`NOTION_API_VERSIONS`).
+        notion_tuning: The Notion source's knobs (``NOTION_REQUESTS_PER_SECOND``...).
     """
 
     source: str
@@ -59,6 +146,7 @@ class Settings:
     notion_api_base_url: str
     notion_token_set: bool
     notion_api_version: str = DEFAULT_NOTION_API_VERSION
+    notion_tuning: NotionTuning = field(default_factory=NotionTuning)
 
 
 def check_notion_api_version(value: str, variable: str = "NOTION_API_VERSION") -> str:
@@ -150,6 +238,52 @@ def check_notion_api_base_url(value: str, variable: str = "NOTION_API_BASE_URL")
     return url
 
 
+def check_tuning_value(knob: TuningKnob, value: str) -> float | int:
+    """Parses and validates one tuning variable.
+
+    Args:
+        knob: The knob the variable sets.
+        value: The variable's text, stripped.
+
+    Returns:
+        The value, an ``int`` for ``page_size`` and a ``float`` otherwise.
+
+    Raises:
+        ConfigurationError: If ``value`` is not a number within the knob's range; the message
+            names the variable and the default.
+    """
+    try:
+        return TypeAdapter(knob.kind).validate_python(value)
+    except ValidationError as error:
+        why = error.errors()[0]["msg"]
+        default = getattr(NotionTuning, knob.field)
+        raise ConfigurationError(
+            f"{knob.variable}={value!r} is not valid ({why[0].lower()}{why[1:]}): give "
+            f"{knob.rule}. It sets the Notion source's {knob.field}; unset it to use the "
+            f"default, {default:g}."
+        ) from None
+
+
+def load_notion_tuning(env: Mapping[str, str]) -> NotionTuning:
+    """Reads the tuning variables of :data:`NOTION_TUNING_KNOBS`; unset ones keep the default.
+
+    Args:
+        env: Environment to read.
+
+    Returns:
+        The knobs' values.
+
+    Raises:
+        ConfigurationError: If a variable holds an invalid value (see :func:`check_tuning_value`).
+    """
+    values = {}
+    for knob in NOTION_TUNING_KNOBS:
+        text = _get(env, knob.variable)
+        if text is not None:
+            values[knob.field] = check_tuning_value(knob, text)
+    return NotionTuning(**values)
+
+
 def _get(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
     if value is None or not value.strip():
@@ -194,6 +328,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         notion_api_version=check_notion_api_version(
             _get(env, "NOTION_API_VERSION") or DEFAULT_NOTION_API_VERSION
         ),
+        notion_tuning=load_notion_tuning(env),
     )
     if source == SOURCE_NOTION:
         missing = [

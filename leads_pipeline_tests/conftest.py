@@ -3,6 +3,7 @@
 import pytest
 
 from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
+from leads_pipeline.settings import NOTION_TUNING_KNOBS
 from leads_pipeline.sources.sample import SampleLeadsSource
 
 pytest_plugins = ["leads_pipeline_tests.notion_fixtures"]
@@ -21,6 +22,7 @@ def _isolated_environment(monkeypatch, tmp_path):
         "LEADS_LAKE_URI",
         "LEADS_WAREHOUSE_PATH",
         "LEADS_PROPERTY_MAP",
+        *(knob.variable for knob in NOTION_TUNING_KNOBS),
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)

@@ -202,3 +202,85 @@ def test_the_source_refuses_an_unusable_api_url_however_it_is_given(monkeypatch)
     )
     assert not result.success
     assert "api_base_url (NOTION_API_BASE_URL)='nope'" in _resource_init_error(result)
+
+
+# -- tuning knobs of the Notion source ---------------------------------------------------------
+
+#: Each knob's variable, its default (as the README documents it) and a valid non-default value.
+TUNING = {
+    "requests_per_second": ("NOTION_REQUESTS_PER_SECOND", 3, "0.5", 0.5),
+    "page_size": ("NOTION_PAGE_SIZE", 100, " 7 ", 7),
+    "timeout_seconds": ("NOTION_TIMEOUT_SECONDS", 60, "2.5", 2.5),
+    "max_retry_seconds": ("NOTION_MAX_RETRY_SECONDS", 1800, "0", 0.0),
+    "max_backoff_seconds": ("NOTION_MAX_BACKOFF_SECONDS", 60, "1e-2", 0.01),
+    "progress_interval_seconds": ("NOTION_PROGRESS_INTERVAL_SECONDS", 10, "30", 30.0),
+}
+NOTION = {"NOTION_TOKEN": "secret_x", "NOTION_DATABASE_ID": "db"}
+
+
+def _tuning(settings) -> dict:
+    return {name: getattr(settings.notion_tuning, name) for name in TUNING}
+
+
+def test_tuning_defaults_are_the_documented_ones_for_the_settings_and_the_source():
+    documented = {name: default for name, (_, default, _, _) in TUNING.items()}
+    assert _tuning(load_settings({})) == documented
+    source = NotionLeadsSource(token="x")
+    assert {name: getattr(source, name) for name in TUNING} == documented
+    source = build_source(load_settings(NOTION))
+    assert {name: getattr(source, name) for name in TUNING} == documented
+
+
+def test_every_tuning_variable_is_read_and_reaches_the_notion_source(monkeypatch):
+    env = {variable: text for variable, _, text, _ in TUNING.values()}
+    expected = {name: value for name, (_, _, _, value) in TUNING.items()}
+    assert _tuning(load_settings(env)) == expected
+    assert isinstance(load_settings(env).notion_tuning.page_size, int)
+    source = build_source(load_settings({**NOTION, **env}))
+    assert isinstance(source, NotionLeadsSource)
+    assert {name: getattr(source, name) for name in TUNING} == expected
+    monkeypatch.setenv("NOTION_TOKEN", "secret_x")
+    with dg.build_resources({"source": source}) as resources:  # as a run builds it
+        assert {name: getattr(resources.source, name) for name in TUNING} == expected
+        assert resources.source.client().options.timeout_ms == 2500
+
+
+@pytest.mark.parametrize("name", list(TUNING))
+def test_each_tuning_variable_alone_changes_only_its_knob_and_keeps_the_sample(name):
+    variable, _, text, value = TUNING[name]
+    settings = load_settings({variable: text})
+    assert settings.source == "sample"
+    documented = {knob: default for knob, (_, default, _, _) in TUNING.items()}
+    assert _tuning(settings) == {**documented, name: value}
+
+
+def test_an_empty_tuning_variable_means_the_default():
+    assert load_settings({"NOTION_PAGE_SIZE": "  "}).notion_tuning.page_size == 100
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "why", "rule"),
+    [
+        ("NOTION_PAGE_SIZE", "0", "greater than or equal to 1", "a whole number from 1 to 100"),
+        ("NOTION_PAGE_SIZE", "101", "less than or equal to 100", "a whole number from 1 to 100"),
+        ("NOTION_PAGE_SIZE", "7.5", "valid integer", "a whole number from 1 to 100"),
+        ("NOTION_PAGE_SIZE", "many", "valid integer", "a whole number from 1 to 100"),
+        ("NOTION_REQUESTS_PER_SECOND", "-1", "greater than or equal to 0", "0 or more"),
+        ("NOTION_REQUESTS_PER_SECOND", "inf", "finite number", "0 or more"),
+        ("NOTION_REQUESTS_PER_SECOND", "3/s", "valid number", "0 or more"),
+        ("NOTION_TIMEOUT_SECONDS", "0", "greater than 0", "above 0"),
+        ("NOTION_TIMEOUT_SECONDS", "-5", "greater than 0", "above 0"),
+        ("NOTION_MAX_RETRY_SECONDS", "-1", "greater than or equal to 0", "0 or more"),
+        ("NOTION_MAX_RETRY_SECONDS", "nan", "finite number", "0 or more"),
+        ("NOTION_MAX_BACKOFF_SECONDS", "0", "greater than 0", "above 0"),
+        ("NOTION_PROGRESS_INTERVAL_SECONDS", "-0.1", "greater than or equal to 0", "0 or more"),
+    ],
+)
+def test_a_bad_tuning_value_fails_at_load_naming_the_variable(variable, value, why, rule):
+    for env in ({variable: value}, {**NOTION, variable: value}):  # whichever the source
+        with pytest.raises(ConfigurationError) as caught:
+            load_settings(env)
+        message = str(caught.value)
+        assert message.startswith(f"{variable}={value!r} is not valid (")
+        assert why in message and rule in message
+        assert "unset it to use the default" in message

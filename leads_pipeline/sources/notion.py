@@ -31,6 +31,11 @@ from leads_pipeline.settings import (
     DEFAULT_NOTION_API_BASE_URL,
     DEFAULT_NOTION_API_VERSION,
     NOTION_API_VERSIONS,
+    NonNegativeSeconds,
+    NotionTuning,
+    PositiveSeconds,
+    QueryPageSize,
+    RequestRate,
     check_notion_api_base_url,
     check_notion_api_version,
 )
@@ -265,20 +270,33 @@ class NotionLeadsSource(LeadsSource):
         + ", ".join(NOTION_API_VERSIONS)
         + " (NOTION_API_VERSION).",
     )
-    page_size: int = Field(default=100, ge=1, le=100, description="Pages per query request.")
-    requests_per_second: float = Field(
-        default=3.0, description="Average request rate (Notion allows 3); 0 turns pacing off."
+    # The tuning knobs: types, ranges and defaults shared with their NOTION_* variables.
+    page_size: QueryPageSize = Field(
+        default=NotionTuning.page_size,
+        description="Pages per query request, 1 to 100 (NOTION_PAGE_SIZE).",
     )
-    max_retry_seconds: float = Field(
-        default=1800.0,
-        description="Give up on a request still failing (429, 5xx, timeouts) after this long.",
+    requests_per_second: RequestRate = Field(
+        default=NotionTuning.requests_per_second,
+        description="Average request rate (Notion allows 3); 0 turns pacing off "
+        "(NOTION_REQUESTS_PER_SECOND).",
     )
-    max_backoff_seconds: float = Field(
-        default=60.0, description="Cap of the exponential backoff between retries."
+    max_retry_seconds: NonNegativeSeconds = Field(
+        default=NotionTuning.max_retry_seconds,
+        description="Give up on a request still failing (429, 5xx, timeouts) after this long; "
+        "0 gives up at the first failure (NOTION_MAX_RETRY_SECONDS).",
     )
-    timeout_seconds: float = Field(default=60.0, description="Timeout of one HTTP request.")
-    progress_interval_seconds: float = Field(
-        default=10.0, description="Minimum seconds between two progress lines in the run log."
+    max_backoff_seconds: PositiveSeconds = Field(
+        default=NotionTuning.max_backoff_seconds,
+        description="Cap of the exponential backoff between retries (NOTION_MAX_BACKOFF_SECONDS).",
+    )
+    timeout_seconds: PositiveSeconds = Field(
+        default=NotionTuning.timeout_seconds,
+        description="Timeout of one HTTP request (NOTION_TIMEOUT_SECONDS).",
+    )
+    progress_interval_seconds: NonNegativeSeconds = Field(
+        default=NotionTuning.progress_interval_seconds,
+        description="Minimum seconds between two progress lines in the run log; 0 reports "
+        "after every batch of answers (NOTION_PROGRESS_INTERVAL_SECONDS).",
     )
 
     _notion_client: Client | None = PrivateAttr(default=None)
