@@ -226,7 +226,7 @@ class Warehouse:
         if not self.path.exists():
             raise WarehouseNotBuiltError(
                 f"The warehouse {self.path} does not exist yet. Build it with: "
-                "dagster job execute -m leads_pipeline.definitions -j sync_leads"
+                "dg launch --job sync_leads"
             )
         if self.keep_reader_open:
             with self._reader_lock:

@@ -26,7 +26,7 @@ TABLES = ("raw_notion_leads", "leads", "lead_quality_issues")
 
 def run(job: str, resources: dict, instance=None, raise_on_error: bool = True):
     defs = dg.Definitions(assets=ASSETS, jobs=[sync_leads, refresh_leads], resources=resources)
-    return defs.get_job_def(job).execute_in_process(
+    return defs.resolve_job_def(job).execute_in_process(
         instance=instance, raise_on_error=raise_on_error
     )
 

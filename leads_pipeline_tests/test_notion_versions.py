@@ -37,7 +37,7 @@ SYNCED_AT = datetime(2026, 6, 1, tzinfo=UTC)
 
 def run(job: str, resources: dict, instance=None):
     defs = dg.Definitions(assets=ASSETS, jobs=[sync_leads, refresh_leads], resources=resources)
-    return defs.get_job_def(job).execute_in_process(instance=instance)
+    return defs.resolve_job_def(job).execute_in_process(instance=instance)
 
 
 def lake_rows(lake_uri: str, name: str, key: str) -> dict[str, dict]:

@@ -102,7 +102,7 @@ def test_publish_replaces_tables_and_readers_keep_their_snapshot(tmp_path):
 
 def test_reading_a_missing_warehouse_names_the_command(tmp_path):
     missing = Warehouse(tmp_path / "missing.duckdb")
-    with pytest.raises(WarehouseNotBuiltError, match="dagster job execute"), missing.read():
+    with pytest.raises(WarehouseNotBuiltError, match="dg launch --job sync_leads"), missing.read():
         pass
 
 
