@@ -360,6 +360,13 @@ class NotionLeadsSource(LeadsSource):
             )
         return self._notion_client
 
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        # Close the HTTP connections notion-client keeps open, instead of leaving the sockets to
+        # the garbage collector at the end of a run.
+        if self._notion_client is not None:
+            self._notion_client.close()
+            self._notion_client = None
+
     def _get(
         self,
         path: str,
