@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake.exceptions import DeltaError
 
+from leads_pipeline.history import HISTORY_TABLE, PROBLEMS, verify_history
 from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.resources import LakeResource, WarehouseResource
 from leads_pipeline.settings import ConfigurationError
@@ -26,6 +27,7 @@ from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, WarehouseNotBu
 LEADS_ID_CHECK = "id_unique_and_not_null"
 RECONCILE_CHECK = "counts_reconcile_with_leads"
 QUALITY_SHARE_CHECK = "share_of_leads_with_issues"
+HISTORY_CHECK = "history_matches_leads"
 
 FRESHNESS_FAIL_VARIABLE = "LEADS_FRESHNESS_FAIL_MINUTES"
 FRESHNESS_WARN_VARIABLE = "LEADS_FRESHNESS_WARN_MINUTES"
@@ -290,9 +292,41 @@ def share_of_leads_with_issues(lake: LakeResource) -> dg.AssetCheckResult:
     )
 
 
+@dg.asset_check(
+    asset=HISTORY_TABLE,
+    name=HISTORY_CHECK,
+    blocking=True,
+    additional_deps=[LEADS_TABLE],
+    description="Exactly one current version per live lead, equal to its leads row; none for a "
+    "deleted lead; each lead's versions numbered 1..n and chained without overlap.",
+)
+def history_matches_leads(lake: LakeResource) -> dg.AssetCheckResult:
+    """Fails when ``lead_history`` disagrees with ``leads`` or its versions do not chain."""
+    found = verify_history(lake.lake())
+    if not found.exists:
+        return _missing(f"{HISTORY_TABLE} or {LEADS_TABLE}")
+    return dg.AssetCheckResult(
+        passed=found.passed,
+        description=found.describe(),
+        metadata={
+            "table_exists": True,
+            "rows": found.rows,
+            "live_leads": found.live_leads,
+            "current_versions": found.current_versions,
+            **{name: found.problems.get(name, 0) for name in PROBLEMS},
+            "differing_columns": dg.MetadataValue.json(dict(found.differing_columns)),
+            "history_leads_version": (
+                found.history_leads_version if found.history_leads_version is not None else -1
+            ),
+            "leads_version": found.leads_version,
+        },
+    )
+
+
 CHECKS = [
     leads_id_unique_and_not_null,
     weekly_counts_reconcile,
     monthly_counts_reconcile,
     share_of_leads_with_issues,
+    history_matches_leads,
 ]

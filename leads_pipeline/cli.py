@@ -38,6 +38,7 @@ examples:
   leads-pipeline counts --by month --from 2025-01 --to 2025-06 --format csv > h1.csv
   leads-pipeline counts --by week --from 2025-W10 --format json | jq '.[0]'
   leads-pipeline status                                   last sync, watermark, row counts
+  leads-pipeline issues --column email                    values to fix in Notion, with links
   LEADS_WAREHOUSE_PATH=/srv/leads/warehouse.duckdb leads-pipeline counts --by month
   leads-pipeline map suggest --output leads_map.toml      a property map for your database
   LEADS_PROPERTY_MAP=leads_map.toml leads-pipeline map check
@@ -172,6 +173,15 @@ def _parser() -> argparse.ArgumentParser:
         "number of values that could not be parsed. Read from Delta logs: cheap, never blocking.",
     )
     status.add_argument("--format", choices=("table", "json"), default="table")
+    issues = commands.add_parser(
+        "issues",
+        help="values in Notion that could not be read, with each lead's Notion link",
+        description="The rows of lead_quality_issues, newest first: which lead (page id and "
+        "Notion URL, to open and fix it), which column, the raw value and why it could not be "
+        "read. Read from the lake; never blocking. Raw values are shown as the lake holds them.",
+    )
+    issues.add_argument("--column", metavar="C", help="only the issues of column C (e.g. email)")
+    issues.add_argument("--format", choices=FORMATS, default="table", help="output format")
     _map_parser(commands)
     return parser
 
@@ -222,6 +232,31 @@ def _print_records(records: list[dict], output_format: str) -> None:
         print(tabulate(records, headers="keys", tablefmt="simple"))
     else:
         print("(no periods in this range)")
+
+
+#: Columns of ``issues`` output, in order.
+ISSUE_FIELDS = ("detected_at", "page_id", "column", "reason", "raw_value", "url")
+#: Characters of a raw value in ``issues --format table`` (json and csv give it whole).
+_TABLE_RAW_CHARS = 40
+
+
+def _print_issues(records: list[dict], output_format: str) -> None:
+    """Prints ``issues`` output; csv always has its header, even without issues."""
+    records = [{name: record[name] for name in ISSUE_FIELDS} for record in records]
+    if output_format == "json":
+        print(json.dumps(records, ensure_ascii=False, indent=2))
+    elif output_format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=ISSUE_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    elif records:
+        for record in records:
+            raw = record["raw_value"]
+            if raw is not None and len(raw) > _TABLE_RAW_CHARS:
+                record["raw_value"] = raw[: _TABLE_RAW_CHARS - 1] + "…"
+        print(tabulate(records, headers="keys", tablefmt="simple", missingval="-"))
+    else:
+        print("(no quality issues)")
 
 
 class _Refused(Exception):
@@ -323,6 +358,9 @@ def _run(args: argparse.Namespace) -> None:
             print(json.dumps(status, ensure_ascii=False, indent=2))
         else:
             print(tabulate(list(status.items()), tablefmt="plain", missingval="-"))
+    elif args.command == "issues":
+        issues = analytics.quality_issues(column=args.column)
+        _print_issues([issue.model_dump(mode="json") for issue in issues], args.format)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,10 @@ working for at least that period (7 days by default, the floor DESIGN.md promise
 
 This runs as its own job (``maintain_lake``), never inside a sync, in the lake's concurrency pool
 so it never overlaps a writer of the same tables.
+
+``lead_history`` is maintained like the others: compaction rewrites its files without changing a
+row, and vacuum deletes only files no version within the retention references. Its versions are
+rows of the table, not Delta versions, so neither ever removes one: the history is never shortened.
 """
 
 from collections.abc import Iterable
@@ -16,6 +20,7 @@ import dagster as dg
 from deltalake import CommitProperties
 from pydantic import Field
 
+from leads_pipeline.history import HISTORY_TABLE
 from leads_pipeline.lake import METADATA_PREFIX, DeltaLake
 from leads_pipeline.pools import LAKE_POOL
 from leads_pipeline.raw_store import RAW_TABLE, SCHEMA_TABLE
@@ -24,7 +29,7 @@ from leads_pipeline.run_guard import guarded_in_process_executor
 from leads_pipeline.transform import ISSUES_TABLE, LEADS_TABLE
 
 #: The Delta tables the pipeline writes, in the order they are maintained.
-LAKE_TABLES = (RAW_TABLE, LEADS_TABLE, ISSUES_TABLE, SCHEMA_TABLE)
+LAKE_TABLES = (RAW_TABLE, LEADS_TABLE, ISSUES_TABLE, HISTORY_TABLE, SCHEMA_TABLE)
 
 #: Seven days: the Delta default, and DESIGN.md's minimum history.
 DEFAULT_RETENTION_HOURS = 168

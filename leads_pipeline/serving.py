@@ -43,7 +43,7 @@ from leads_pipeline.warehouse import (
 )
 
 #: The command that builds every table this module reads.
-BUILD_COMMAND = "dagster job execute -m leads_pipeline.definitions -j sync_leads"
+BUILD_COMMAND = "dg launch --job sync_leads"
 
 #: Event columns in the order the old API returned them.
 API_EVENT_FIELDS: tuple[str, ...] = (
@@ -107,6 +107,19 @@ class IngestionStatus(BaseModel):
     counts_published_at: datetime | None = Field(
         description="When the warehouse's count tables were last published; None if never."
     )
+
+
+class QualityIssue(BaseModel):
+    """One row of ``lead_quality_issues``, with the lead's Notion URL to fix it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    page_id: str = Field(description="The lead's Notion page id.")
+    column: str = Field(description="The column of leads left empty (or `properties`).")
+    raw_value: str | None = Field(description="The value as Notion holds it (its beginning).")
+    reason: str = Field(description="Why the value could not be read.")
+    detected_at: datetime = Field(description="When the pipeline first saw the value.")
+    url: str | None = Field(description="The lead's Notion page (from leads; None if gone).")
 
 
 class PipelineNotRunError(WarehouseNotBuiltError):
@@ -317,6 +330,37 @@ class LeadsAnalytics(dg.ConfigurableResource):
             raise self._not_run(f"The warehouse {self.warehouse_path}") from error
         except duckdb.CatalogException as error:
             raise self._not_run(f"The table {name} in {self.warehouse_path}") from error
+
+    def quality_issues(self, column: str | None = None) -> list[QualityIssue]:
+        """The values Notion holds that could not be read, newest first, read from the lake.
+
+        Args:
+            column: Keep only the issues of this column of ``leads``.
+
+        Returns:
+            One model per issue, by ``detected_at`` descending, then page id and column.
+
+        Raises:
+            PipelineNotRunError: If ``lead_quality_issues`` has not been built yet.
+        """
+        lake = DeltaLake(self.lake_uri)
+        issues = lake.load(ISSUES_TABLE)
+        if issues is None:
+            raise self._not_run(f"The table {ISSUES_TABLE} in {self.lake_uri}")
+        wanted = None if column is None else pc.field("column") == column
+        rows = issues.to_pyarrow_dataset().to_table(filter=wanted)
+        order = [("detected_at", "descending"), ("page_id", "ascending"), ("column", "ascending")]
+        rows = rows.sort_by(order)
+        urls: dict[str, str] = {}
+        leads = lake.load(LEADS_TABLE)
+        if leads is not None and rows.num_rows:
+            found = leads.to_pyarrow_dataset().to_table(
+                columns=["id", "url"], filter=pc.field("id").isin(pc.unique(rows["page_id"]))
+            )
+            urls = dict(zip(found["id"].to_pylist(), found["url"].to_pylist(), strict=True))
+        return [
+            QualityIssue(**{**row, "url": urls.get(row["page_id"])}) for row in rows.to_pylist()
+        ]
 
     def ingestion_status(self) -> IngestionStatus:
         """Where ingestion stands, read from Delta logs and file statistics (no data scan).

@@ -135,6 +135,8 @@ class Settings:
         notion_api_version: The ``Notion-Version`` sent with every request (one of
             :data:`NOTION_API_VERSIONS`).
         notion_tuning: The Notion source's knobs (``NOTION_REQUESTS_PER_SECOND``...).
+        full_previews: Whether materialization previews show customer data (names, emails,
+            phones) in full (``LEADS_FULL_PREVIEWS``; off by default, for a development lake).
     """
 
     source: str
@@ -147,6 +149,34 @@ class Settings:
     notion_token_set: bool
     notion_api_version: str = DEFAULT_NOTION_API_VERSION
     notion_tuning: NotionTuning = field(default_factory=NotionTuning)
+    full_previews: bool = False
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def full_previews_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Reads ``LEADS_FULL_PREVIEWS``: whether previews may show names, emails and phones.
+
+    Args:
+        env: Environment to read; ``os.environ`` when omitted.
+
+    Returns:
+        True for ``1``/``true``/``yes``/``on``; False when unset or ``0``/``false``/``no``/``off``.
+
+    Raises:
+        ConfigurationError: If the variable holds another value.
+    """
+    text = _get(os.environ if env is None else env, "LEADS_FULL_PREVIEWS")
+    if text is None or text.lower() in _FALSE:
+        return False
+    if text.lower() in _TRUE:
+        return True
+    raise ConfigurationError(
+        f"LEADS_FULL_PREVIEWS={text!r} is not valid: use true or false (default false: previews "
+        "mask names, emails and phones; true shows them, for a development lake only)."
+    )
 
 
 def check_notion_api_version(value: str, variable: str = "NOTION_API_VERSION") -> str:
@@ -329,6 +359,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             _get(env, "NOTION_API_VERSION") or DEFAULT_NOTION_API_VERSION
         ),
         notion_tuning=load_notion_tuning(env),
+        full_previews=full_previews_enabled(env),
     )
     if source == SOURCE_NOTION:
         missing = [

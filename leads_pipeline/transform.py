@@ -194,6 +194,8 @@ def _derive(
             key="id",
             on_conflict="raise",
             metadata=commit_metadata,
+            # lead_history reads only the rows each derivation changed.
+            configuration={"delta.enableChangeDataFeed": "true"},
         )
     else:
         parsed_leads = pa.Table.from_batches(list(parsed_batches()), schema=target_schema)

@@ -11,6 +11,7 @@ from deltalake import write_deltalake
 
 from leads_pipeline.checks import (
     CHECKS,
+    HISTORY_CHECK,
     LEADS_ID_CHECK,
     QUALITY_SHARE_CHECK,
     RECONCILE_CHECK,
@@ -88,8 +89,10 @@ def test_checks_are_declared_on_their_assets_with_the_right_blocking():
         ("weekly_event_counts", RECONCILE_CHECK),
         ("monthly_event_counts", RECONCILE_CHECK),
         ("lead_quality_issues", QUALITY_SHARE_CHECK),
+        ("lead_history", HISTORY_CHECK),
     }
     assert specs["leads", LEADS_ID_CHECK].blocking
+    assert specs["lead_history", HISTORY_CHECK].blocking
     assert specs["weekly_event_counts", RECONCILE_CHECK].blocking
     assert specs["monthly_event_counts", RECONCILE_CHECK].blocking
     assert not specs["lead_quality_issues", QUALITY_SHARE_CHECK].blocking

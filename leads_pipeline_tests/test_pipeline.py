@@ -110,7 +110,7 @@ def test_materializations_report_metadata(materialized):
         for m in materialized.get_asset_materialization_events()
         for m in [m.event_specific_data.materialization]
     }
-    assert set(by_key) == {*TABLES, "weekly_event_counts", "monthly_event_counts"}
+    assert set(by_key) == {*TABLES, "lead_history", "weekly_event_counts", "monthly_event_counts"}
     for metadata in by_key.values():
         assert metadata["source"].value == "sample"
         assert "dagster/row_count" in metadata

@@ -1,4 +1,5 @@
-"""Ingestion layer: Notion pages → ``raw_notion_leads`` → ``leads`` and ``lead_quality_issues``."""
+"""Ingestion layer: Notion pages → ``raw_notion_leads`` → ``leads`` and ``lead_quality_issues``,
+and ``leads`` → ``lead_history``."""
 
 import json
 from datetime import UTC, datetime
@@ -8,9 +9,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from leads_pipeline.automation import follow_upstream
 from leads_pipeline.checks import leads_freshness_policy
+from leads_pipeline.history import (
+    HISTORY_TABLE,
+    ExaminedThrough,
+    derive_history,
+    enable_leads_change_feed,
+)
 from leads_pipeline.lake import DeltaLake
-from leads_pipeline.metadata import markdown_preview
+from leads_pipeline.metadata import (
+    markdown_preview,
+    mask_pii_columns,
+    page_urls,
+    quality_issue_metadata,
+)
 from leads_pipeline.pools import LAKE_POOL
 from leads_pipeline.property_map import bindings, resolve
 from leads_pipeline.raw_store import (
@@ -26,6 +39,7 @@ from leads_pipeline.raw_store import (
     store_schema,
 )
 from leads_pipeline.resources import LakeResource, PropertyMapResource
+from leads_pipeline.settings import full_previews_enabled
 from leads_pipeline.sources.base import LeadsSource, ListingStats
 from leads_pipeline.spool import RawSpool
 from leads_pipeline.transform import ISSUES_TABLE, LEADS_TABLE, derive_leads
@@ -180,7 +194,8 @@ def raw_notion_leads(
             "delta_committed": outcome.committed,
             "watermark": watermark.isoformat() if watermark else "",
             "table_uri": store.table_uri(RAW_TABLE),
-            "preview": markdown_preview(tail),
+            # Keys only (never properties_json); LEADS_FULL_PREVIEWS leaves it as it is.
+            "preview": markdown_preview(mask_pii_columns(tail, full_previews_enabled())),
         }
     )
 
@@ -271,6 +286,9 @@ def leads_and_quality_issues(
         f"{outcome.leads.inserted} inserted, {outcome.leads.updated} updated, "
         f"{outcome.leads.deleted} deleted."
     )
+    # Once per lake: lead_history then reads only the rows each sync changed.
+    if enable_leads_change_feed(store):
+        context.log.info("Turned on the change data feed of leads (read by lead_history).")
     leads_table = store.load(LEADS_TABLE)
     # Without read-ahead, head() decodes whole row groups of several files for 10 rows.
     preview = (
@@ -293,7 +311,8 @@ def leads_and_quality_issues(
             "delta_committed": outcome.leads.committed,
             "property_map": mapping.fingerprint(),
             "table_uri": store.table_uri(LEADS_TABLE),
-            "preview": markdown_preview(preview),
+            # Names, emails and phones masked unless LEADS_FULL_PREVIEWS is on.
+            "preview": markdown_preview(mask_pii_columns(preview, full_previews_enabled())),
         },
     )
     yield dg.MaterializeResult(
@@ -304,9 +323,99 @@ def leads_and_quality_issues(
             "delta_version": outcome.issues.version,
             "delta_committed": outcome.issues.committed,
             "table_uri": store.table_uri(ISSUES_TABLE),
-            "preview": markdown_preview(outcome.issues_table.drop_columns(["detected_at"])),
+            # Counts per column and reason, and the latest issues with each lead's Notion link.
+            **quality_issue_metadata(
+                outcome.issues_table,
+                lambda ids: page_urls(leads_table, ids),
+                full=full_previews_enabled(),
+            ),
         },
     )
 
 
-ASSETS = [raw_notion_leads, leads_and_quality_issues]
+#: Metadata of a ``lead_history`` materialization that the next one reads back as a hint.
+_HISTORY_VERSION = "delta_version"
+_LEADS_VERSION = "leads_delta_version"
+_LEADS_COMMIT = "leads_commit_timestamp"
+
+
+def _examined_through(context: dg.AssetExecutionContext) -> ExaminedThrough | None:
+    """What the last materialization of ``lead_history`` examined (a hint, see ExaminedThrough)."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(HISTORY_TABLE))
+    if event is None or event.asset_materialization is None:
+        return None
+    metadata = event.asset_materialization.metadata
+    keys = (_HISTORY_VERSION, _LEADS_VERSION, _LEADS_COMMIT)
+    values = [getattr(metadata.get(k), "value", None) for k in keys]
+    if not all(isinstance(v, int) for v in values):
+        return None
+    return ExaminedThrough(*values)
+
+
+@dg.asset(
+    name=HISTORY_TABLE,
+    deps=[LEADS_TABLE],
+    group_name=GROUP,
+    kinds={"deltalake"},
+    pool=LAKE_POOL,
+    automation_condition=follow_upstream(),
+)
+def lead_history(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Every version of every lead the pipeline has seen: what Notion forgets, the pipeline keeps.
+
+    One row per version: the lead's values (every column of leads), when the version began
+    (``valid_from``, Notion's edit time) and ended (``valid_to``; empty while current), how it
+    came about (``change``: created, updated, deleted or restored) and which columns changed. A
+    new version only when a column other than ``last_edited_time`` changed; a deleted lead keeps
+    its history and a tombstone version. Written from the versions of leads since the last run,
+    so a run killed after leads is completed by the next one; the first run replays every version
+    of leads still in its Delta history.
+    """
+    store = lake.lake()
+    source = store.commit_value(LEADS_TABLE, "source") or "unknown"
+    outcome = derive_history(
+        store, examined=_examined_through(context), metadata={"source": source}
+    )
+    context.log.info(
+        f"lead_history ({outcome.mode}): {outcome.versions_added} versions added for "
+        f"{outcome.leads_changed} leads, {outcome.versions_closed} closed, from leads versions "
+        f"{list(outcome.leads_versions_read) or 'none'}."
+    )
+    if outcome.leads_versions_unreadable:
+        context.log.warning(
+            f"leads versions {list(outcome.leads_versions_unreadable)} can no longer be read "
+            "(vacuumed): changes they alone held are not in the history."
+        )
+    preview_columns = [
+        c
+        for c in ("id", "version", "change", "valid_from", "statut", "changed_columns")
+        if c in outcome.added.column_names
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "source": source,
+            "mode": outcome.mode,
+            "dagster/row_count": outcome.rows,
+            "versions_added": outcome.versions_added,
+            "versions_closed": outcome.versions_closed,
+            "leads_changed": outcome.leads_changed,
+            "changes": dg.MetadataValue.json(dict(outcome.changes)),
+            "leads_versions_read": dg.MetadataValue.json(list(outcome.leads_versions_read)),
+            "leads_versions_unreadable": dg.MetadataValue.json(
+                list(outcome.leads_versions_unreadable)
+            ),
+            _LEADS_VERSION: outcome.leads_version,
+            **(
+                {_LEADS_COMMIT: outcome.leads_commit_timestamp}
+                if outcome.leads_commit_timestamp is not None
+                else {}
+            ),
+            _HISTORY_VERSION: outcome.version,
+            "delta_committed": outcome.committed,
+            "table_uri": store.table_uri(HISTORY_TABLE),
+            "preview": markdown_preview(outcome.added.select(preview_columns)),
+        }
+    )
+
+
+ASSETS = [raw_notion_leads, leads_and_quality_issues, lead_history]
