@@ -54,6 +54,6 @@ def test_the_token_never_leaks(notion_env, notion_resources, lake_uri, tmp_path,
 
 
 def test_the_token_is_not_in_the_resource_repr(notion_env):
-    source = notion_source(notion_env).process_config_and_initialize()
-    assert source.token == DEFAULT_TOKEN
-    assert DEFAULT_TOKEN not in repr(source) and DEFAULT_TOKEN not in str(source)
+    with notion_source(notion_env).process_config_and_initialize_cm() as source:
+        assert source.token == DEFAULT_TOKEN
+        assert DEFAULT_TOKEN not in repr(source) and DEFAULT_TOKEN not in str(source)
