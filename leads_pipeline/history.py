@@ -67,7 +67,13 @@ from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction
 
 from leads_pipeline.duck import scratch_connection
-from leads_pipeline.lake import METADATA_PREFIX, WRITER_PROPERTIES, DeltaLake, newest_per_key
+from leads_pipeline.lake import (
+    METADATA_PREFIX,
+    WRITER_PROPERTIES,
+    DeltaLake,
+    key_in,
+    newest_per_key,
+)
 from leads_pipeline.raw_store import RAW_TABLE
 from leads_pipeline.transform import LEADS_TABLE
 from leads_pipeline.transform import MARK_KEY as RAW_MARK_KEY
@@ -545,7 +551,7 @@ def _current_for(history: DeltaTable | None, events: pa.Table, evolves: bool) ->
     if only_new:
         found = history.to_pyarrow_dataset().to_table(
             columns=["id"],
-            filter=(ds.field(PARTITION_COLUMN) == True) & _among("id", events["id"]),  # noqa: E712
+            filter=(ds.field(PARTITION_COLUMN) == True) & key_in("id", events["id"]),  # noqa: E712
         )
         if found.num_rows == 0:
             return pa.schema(history.schema().to_arrow()).empty_table()
@@ -669,18 +675,6 @@ def _one_row_per_id(snapshot: pa.Table) -> pa.Table:
     return newest_per_key(snapshot, "id", order)
 
 
-def _among(column: str, values: pa.Array | pa.ChunkedArray) -> ds.Expression:
-    """A dataset filter: ``column`` (a string column) is one of ``values``.
-
-    The column is cast first: delta-rs writes strings as ``string_view`` in the files of merges
-    and compactions, and pyarrow (26) cannot compare those with the values' plain strings.
-    """
-    plain = pc.cast(values, pa.string())
-    if isinstance(plain, pa.ChunkedArray):
-        plain = plain.combine_chunks()
-    return ds.field(column).cast(pa.string()).isin(plain)
-
-
 def _row_count(table: DeltaTable) -> int:
     """Rows of a table, from the row counts its Delta log keeps per file (no file is opened)."""
     counts = pa.table(table.get_add_actions(flatten=True))["num_records"]
@@ -762,7 +756,7 @@ def _deletion_times(lake: DeltaLake, commit: Mapping, step: int, ids: pa.Array) 
             return empty
         rows = raw.to_pyarrow_dataset().to_table(
             columns=["page_id", "deleted_at"],
-            filter=_among("page_id", ids) & ~ds.field("deleted_at").is_null(),
+            filter=key_in("page_id", ids) & ~ds.field("deleted_at").is_null(),
         )
     except (DeltaError, OSError, ValueError, pa.ArrowException):
         return empty
@@ -796,10 +790,10 @@ def _base_versions(
         return base
     closed = ds.field(PARTITION_COLUMN) == False  # noqa: E712
     dataset = history.to_pyarrow_dataset()
-    seen = dataset.to_table(columns=["id"], filter=closed & _among("id", unmatched))
+    seen = dataset.to_table(columns=["id"], filter=closed & key_in("id", unmatched))
     if seen.num_rows == 0:
         return base
-    rows = dataset.to_table(filter=closed & _among("id", pc.unique(seen["id"])))
+    rows = dataset.to_table(filter=closed & key_in("id", pc.unique(seen["id"])))
     latest = newest_per_key(rows, "id", ("version",))
     return pa.concat_tables([base, columns.values(latest, keep=keep)])
 

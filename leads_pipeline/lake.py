@@ -625,7 +625,7 @@ class DeltaLake:
             repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
             if len(repeated) == 0:
                 return WriteOutcome(version=table.version())
-            copies = dataset.to_table(filter=pc.field(key).isin(repeated))
+            copies = dataset.to_table(filter=key_in(key, repeated))
             kept = newest_per_key(copies, key, order_by)
             source = pa.concat_tables(
                 [
@@ -713,6 +713,19 @@ class DeltaLake:
             if self.load(name) is None:
                 raise
             raise CommitFailedError(f"{self.table_uri(name)} was created concurrently.") from error
+
+
+def key_in(column: str, values: pa.Array | pa.ChunkedArray) -> pc.Expression:
+    """A dataset filter: the string ``column`` is one of ``values``.
+
+    The column is compared cast to string: delta-rs writes strings as ``string_view`` in the files
+    of merges and compactions, and Arrow cannot compare those (nor their statistics) with plain
+    strings.
+    """
+    plain = pc.cast(values, pa.string())
+    if isinstance(plain, pa.ChunkedArray):
+        plain = plain.combine_chunks()
+    return pc.field(column).cast(pa.string()).isin(plain)
 
 
 def newest_per_key(rows: pa.Table, key: str, order_by: Sequence[str] = NEWEST_ORDER) -> pa.Table:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 from deltalake import DeltaTable
 from tabulate import tabulate
+
+from leads_pipeline.lake import key_in
 
 #: How many quality issues the ``lead_quality_issues`` materialization lists, newest first.
 LATEST_ISSUES_LIMIT = 20
@@ -149,11 +150,8 @@ def page_urls(leads: DeltaTable, page_ids: list[str]) -> dict[str, str]:
     Returns:
         Page id → its ``url``; ids that are not leads (any more) are left out.
     """
-    wanted = pa.array(page_ids, pa.string())
-    # Files written by a merge hold ids as string_view, whose statistics Arrow cannot compare with
-    # a string: compare the ids cast to string.
     found = leads.to_pyarrow_dataset().to_table(
-        columns=["id", "url"], filter=pc.field("id").cast(pa.string()).isin(wanted)
+        columns=["id", "url"], filter=key_in("id", pa.array(page_ids, pa.string()))
     )
     return {
         page: url

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from pydantic import BaseModel, ConfigDict, Field
 
-from leads_pipeline.lake import DeltaLake
+from leads_pipeline.lake import DeltaLake, key_in
 from leads_pipeline.raw_store import RAW_TABLE
 from leads_pipeline.settings import DEFAULT_LAKE_URI, DEFAULT_WAREHOUSE_PATH
 from leads_pipeline.transform import ISSUES_TABLE, LEADS_TABLE
@@ -355,7 +355,7 @@ class LeadsAnalytics(dg.ConfigurableResource):
         leads = lake.load(LEADS_TABLE)
         if leads is not None and rows.num_rows:
             found = leads.to_pyarrow_dataset().to_table(
-                columns=["id", "url"], filter=pc.field("id").isin(pc.unique(rows["page_id"]))
+                columns=["id", "url"], filter=key_in("id", pc.unique(rows["page_id"]))
             )
             urls = dict(zip(found["id"].to_pylist(), found["url"].to_pylist(), strict=True))
         return [

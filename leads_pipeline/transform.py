@@ -32,6 +32,7 @@ from leads_pipeline.lake import (
     ConcurrentFirstLoadError,
     DeltaLake,
     WriteOutcome,
+    key_in,
     newest_per_key,
 )
 from leads_pipeline.parsing import ISSUES_SCHEMA, leads_schema, parse_pages
@@ -263,10 +264,10 @@ def _newest_raw_batches(raw: DeltaTable) -> Iterator[pa.RecordBatch]:
     repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
     if len(repeated) == 0:
         return iter(dataset.to_batches(**options))
-    copies = dataset.to_table(columns=_RAW_COLUMNS, filter=pc.field("page_id").isin(repeated))
+    copies = dataset.to_table(columns=_RAW_COLUMNS, filter=key_in("page_id", repeated))
     newest = newest_per_key(copies, "page_id", NEWEST_ORDER)
     return itertools.chain(
-        dataset.to_batches(filter=~pc.field("page_id").isin(repeated), **options),
+        dataset.to_batches(filter=~key_in("page_id", repeated), **options),
         newest.to_batches(max_chunksize=_BATCH_ROWS),
     )
 
