@@ -1,4 +1,4 @@
-"""Lake and warehouse at scale (issue 4): 1,000,000 leads, generated in-process (no HTTP).
+"""Lake and warehouse at scale: 1,000,000 leads, generated in-process (no HTTP).
 
 Prints, for each phase run in a fresh subprocess, the wall time and the peak RSS:
 
@@ -317,7 +317,7 @@ def phase_naive(workdir: Path, leads: int) -> dict:
 
     Two variants of the per-row step are timed: ``page_models`` validates each raw page with
     pydantic models of the Notion page (what "per-row pydantic models of the raw pages" means,
-    and what the issue's 78 s per million pages measures), then builds the flat ``Lead`` model;
+    the naive approach whose 78 s per million pages the targets compare to), then builds the flat ``Lead`` model;
     ``flat_models`` extracts the values by hand and validates only the flat ``Lead``.
     """
     import duckdb

@@ -1,4 +1,4 @@
-"""Benchmarks of the Notion sync (issue 3) against the fake Notion server in a separate process.
+"""Benchmarks of the Notion sync against the fake Notion server in a separate process.
 
 Three measurements, each printed as one JSON line and a summary:
 
@@ -32,21 +32,19 @@ from pathlib import Path
 import dagster as dg
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# The script's own folder is on sys.path when it runs, as for any script.
+from notion_empty_job import job_shape
 
-from leads_pipeline.assets import analytics, ingestion  # noqa: E402
-from leads_pipeline.jobs import sync_leads  # noqa: E402
-from leads_pipeline.resources import (  # noqa: E402
+from leads_pipeline.assets import analytics, ingestion
+from leads_pipeline.jobs import sync_leads
+from leads_pipeline.resources import (
     LakeResource,
     PropertyMapResource,
     WarehouseResource,
 )
-from leads_pipeline.sources.notion import NotionLeadsSource  # noqa: E402
+from leads_pipeline.sources.notion import NotionLeadsSource
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from notion_empty_job import job_shape  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 
@@ -264,7 +262,7 @@ def bench_unlimited_and_no_change(pages: int, which: set[str], spread_tail: bool
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Notion sync benchmarks (issue 3).")
+    parser = argparse.ArgumentParser(description="Notion sync benchmarks.")
     parser.add_argument("which", nargs="+", choices=["paced", "unlimited", "no-change"])
     parser.add_argument("--paced-pages", type=int, default=30_000)
     parser.add_argument("--pages", type=int, default=100_000)

@@ -8,7 +8,7 @@ then measures:
   (median over several processes; import time is excluded, DuckDB's start-up is not);
 * warm: one object called many times (median), with the result cache on (the default) and off.
 
-Targets (issue 6): cold ≤ 50 ms, warm ≤ 5 ms. Usage::
+Targets: cold ≤ 50 ms, warm ≤ 5 ms. Usage::
 
     .venv/bin/python benchmarks/serving_latency.py [--leads 1000000] [--cold-runs 15]
 """
