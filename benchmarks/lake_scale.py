@@ -85,9 +85,9 @@ def bench_source_class():
     from pydantic import Field
 
     from leads_pipeline.sample_data import SAMPLE_SCHEMA
-    from leads_pipeline.sources.base import LeadsSource, ListingStats
+    from leads_pipeline.sources.base import ListingStats, PageListingSource
 
-    class BenchSource(LeadsSource):
+    class BenchSource(PageListingSource):
         leads: int = Field(default=1_000_000)
 
         @property

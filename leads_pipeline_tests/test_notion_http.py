@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import inspect
 import itertools
+import json
 import logging
 import time
 from email.utils import format_datetime
@@ -10,6 +13,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 from notion_client import Client
+from notion_client.errors import APIResponseError, RequestTimeoutError
 
 from leads_pipeline.sample_data import SAMPLE_DATA_SOURCE_ID
 from leads_pipeline.sources.base import ListingStats
@@ -19,6 +23,7 @@ from leads_pipeline.sources.notion_http import (
     NotionRetriesExhaustedError,
     Pacer,
     retry_after_seconds,
+    send_undecoded,
 )
 from leads_pipeline_tests.fake_notion import DEFAULT_TOKEN, Fault
 
@@ -231,3 +236,69 @@ def test_retry_after_header_forms():
         usegmt=True,
     )
     assert retry_after_seconds(httpx.Headers({"Retry-After": header})) == pytest.approx(90, abs=2)
+
+
+# -- the private notion-client calls behind send_undecoded --------------------------------------
+
+#: What :func:`send_undecoded` relies on: name → the leading parameters it passes, in order.
+PRIVATE_CALLS = {
+    "_build_request": ["self", "method", "path", "query", "body"],
+    "_parse_response": ["self", "response"],
+}
+
+
+def _changed(what: str) -> str:
+    version = importlib.metadata.version("notion-client")
+    return (
+        f"notion-client {version} changed {what}, a private part of it that "
+        "leads_pipeline.sources.notion_http.send_undecoded relies on to read query answers "
+        "undecoded. Adapt send_undecoded (and this test) to the new notion-client, or pin the "
+        "previous version."
+    )
+
+
+@pytest.mark.parametrize("name", sorted(PRIVATE_CALLS))
+def test_the_private_notion_client_calls_keep_their_signature(name):
+    method = getattr(Client, name, None)
+    if method is None:
+        pytest.fail(_changed(f"Client.{name}: it is gone"))
+    found = list(inspect.signature(method).parameters)
+    expected = PRIVATE_CALLS[name]
+    if found[: len(expected)] != expected:
+        pytest.fail(_changed(f"Client.{name}: parameters {expected} are now {found}"))
+    if not isinstance(getattr(_client_without_server(), "client", None), httpx.Client):
+        pytest.fail(_changed("Client.client: it is no longer the httpx.Client sending requests"))
+
+
+def _client_without_server() -> Client:
+    return Client(auth=DEFAULT_TOKEN, base_url="http://127.0.0.1:9", retry=False)
+
+
+def test_send_undecoded_answers_bytes_and_notion_clients_own_errors(fake_notion):
+    """A real call through the wrapped private calls: the bytes Notion sent, notion-client's
+    headers, and the errors notion-client raises (an error status, a timeout)."""
+    pages = fake_notion.seed_sample(5)
+    client = _client(fake_notion)
+    path = f"data_sources/{SAMPLE_DATA_SOURCE_ID}/query"
+    body = {"page_size": 2, "sorts": [{"timestamp": "last_edited_time", "direction": "ascending"}]}
+    try:
+        answer = send_undecoded(client, "POST", path, body)
+    except (AttributeError, TypeError) as error:
+        pytest.fail(_changed(f"how Client._build_request or _parse_response is called ({error})"))
+    assert isinstance(answer, bytes)
+    decoded = json.loads(answer)
+    first_two = sorted(pages, key=lambda p: (p["last_edited_time"], p["id"]))[:2]
+    assert [p["id"] for p in decoded["results"]] == [p["id"] for p in first_two]
+    assert decoded["has_more"] is True and decoded["next_cursor"]
+    sent = {key.lower(): value for key, value in fake_notion.headers_seen[-1].items()}
+    assert sent["authorization"] == f"Bearer {DEFAULT_TOKEN}"
+    assert sent["notion-version"] == client.options.notion_version
+
+    missing = "0" * 8 + "-0000-4000-8000-" + "0" * 12
+    with pytest.raises(APIResponseError) as caught:
+        send_undecoded(client, "POST", f"data_sources/{missing}/query", {})
+    assert caught.value.status == 404 and caught.value.code == "object_not_found"
+
+    fake_notion.inject(Fault("slow", delay=2.5))  # longer than the client's 2 s timeout
+    with pytest.raises(RequestTimeoutError):
+        send_undecoded(client, "POST", path, body)

@@ -63,6 +63,73 @@ class LeadsSource(dg.ConfigurableResource, ABC):
         """
 
     @abstractmethod
+    def list_raw(
+        self,
+        *,
+        edited_on_or_after: datetime | None,
+        stats: ListingStats,
+        synced_at: datetime,
+        complete_property_ids: Collection[str] = (),
+        log: logging.Logger | None = None,
+    ) -> Iterator[pa.Table]:
+        """Lists live (non-trashed) pages as ``raw_notion_leads`` rows, batch by batch, sorted by
+        ``last_edited_time`` ascending.
+
+        Args:
+            edited_on_or_after: Only pages edited at or after this instant; every page when None
+                (a full listing, from which deletions are inferred).
+            stats: Counters to update while listing.
+            synced_at: Time of this sync, written in ``synced_at``.
+            complete_property_ids: Ids of the properties whose values must be complete (see
+                :meth:`complete_truncated`).
+            log: Where to report progress.
+
+        Yields:
+            Tables with :data:`leads_pipeline.raw_store.RAW_SCHEMA`.
+        """
+
+    def complete_truncated(
+        self, pages: list[dict], property_ids: Collection[str], *, stats: ListingStats
+    ) -> list[dict]:
+        """Completes ``people``/``relation`` values that the listing truncated (``has_more``).
+
+        Only the properties in ``property_ids`` (those a mapped column reads) are completed; the
+        others are kept as listed. Sources that never truncate return ``pages`` unchanged.
+
+        Args:
+            pages: A batch of listed page objects.
+            property_ids: Ids of the properties whose values must be complete.
+            stats: Counters to update.
+
+        Returns:
+            The pages, with those values complete.
+        """
+        return pages
+
+    @abstractmethod
+    def latest_edit(self, *, after: datetime | None, stats: ListingStats) -> datetime | None:
+        """The newest ``last_edited_time`` among live pages edited strictly after ``after``.
+
+        One cheap request (``page_size`` 1, filtered on ``last_edited_time``, sorted descending):
+        what a sensor asks to learn whether anything changed.
+
+        Args:
+            after: Only consider pages edited after this instant; all pages when None.
+            stats: Counters to update.
+
+        Returns:
+            The newest edit time, or None when no page qualifies.
+        """
+
+
+class PageListingSource(LeadsSource):
+    """A source that lists Python page objects; its raw rows are built from them.
+
+    For sources whose pages are already in memory (the sample, a snapshot file, tests). The
+    Notion source builds raw rows from its answers' bytes instead (:meth:`LeadsSource.list_raw`).
+    """
+
+    @abstractmethod
     def list_pages(
         self,
         *,
@@ -94,8 +161,7 @@ class LeadsSource(dg.ConfigurableResource, ABC):
         """The listing of :meth:`list_pages` as ``raw_notion_leads`` rows, batch by batch.
 
         Values of the properties in ``complete_property_ids`` are completed first (see
-        :meth:`complete_truncated`). Sources that can build rows without Python page objects
-        override this.
+        :meth:`complete_truncated`).
 
         Args:
             edited_on_or_after: As for :meth:`list_pages`.
@@ -111,36 +177,3 @@ class LeadsSource(dg.ConfigurableResource, ABC):
             if complete_property_ids:
                 pages = self.complete_truncated(pages, complete_property_ids, stats=stats)
             yield pages_to_raw(pages, synced_at)
-
-    def complete_truncated(
-        self, pages: list[dict], property_ids: Collection[str], *, stats: ListingStats
-    ) -> list[dict]:
-        """Completes ``people``/``relation`` values that the listing truncated (``has_more``).
-
-        Only the properties in ``property_ids`` (those a mapped column reads) are completed; the
-        others are kept as listed. Sources that never truncate return ``pages`` unchanged.
-
-        Args:
-            pages: A batch yielded by :meth:`list_pages`.
-            property_ids: Ids of the properties whose values must be complete.
-            stats: Counters to update.
-
-        Returns:
-            The pages, with those values complete.
-        """
-        return pages
-
-    @abstractmethod
-    def latest_edit(self, *, after: datetime | None, stats: ListingStats) -> datetime | None:
-        """The newest ``last_edited_time`` among live pages edited strictly after ``after``.
-
-        One cheap request (``page_size`` 1, filtered on ``last_edited_time``, sorted descending):
-        what a sensor asks to learn whether anything changed.
-
-        Args:
-            after: Only consider pages edited after this instant; all pages when None.
-            stats: Counters to update.
-
-        Returns:
-            The newest edit time, or None when no page qualifies.
-        """

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from leads_pipeline.raw_store import is_trashed
-from leads_pipeline.sources.base import LeadsSource, ListingStats
+from leads_pipeline.sources.base import ListingStats, PageListingSource
 
 PAGE_SIZE = 100
 
@@ -16,7 +16,7 @@ def edit_time(page: dict) -> datetime:
     return datetime.fromisoformat(page["last_edited_time"].replace("Z", "+00:00"))
 
 
-class InMemoryLeadsSource(LeadsSource):
+class InMemoryLeadsSource(PageListingSource):
     """A source that answers like a Notion query over a list of pages it holds.
 
     Subclasses provide the live pages sorted by ``last_edited_time``; listing filters and pages

@@ -22,6 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+from notion_client import Client
 from notion_client.errors import HTTPResponseError, RequestTimeoutError
 
 from leads_pipeline.sources.base import ListingStats
@@ -168,6 +169,38 @@ def _notion_message(error: HTTPResponseError) -> tuple[str, str]:
         code = body.get("code", code)
         message = body.get("message", message)
     return str(code), message
+
+
+def send_undecoded(client: Client, method: str, path: str, body: dict | None) -> bytes:
+    """Sends one request through notion-client and returns the answer's body undecoded.
+
+    notion-client's ``request()`` minus decoding the body into Python objects: the request is
+    built by notion-client (its headers, ``Notion-Version``, base URL and timeout) and a failed
+    answer raises notion-client's own errors. This is the only place that calls notion-client's
+    private ``Client._build_request`` and ``Client._parse_response`` (their use is checked by
+    ``test_notion_http.py``, which fails naming them should an upgrade change them).
+
+    Args:
+        client: The notion-client ``Client``.
+        method: HTTP method.
+        path: API path relative to ``/v1/`` (``data_sources/<id>/query``).
+        body: The JSON body, or None.
+
+    Returns:
+        The body of the successful answer, as received.
+
+    Raises:
+        RequestTimeoutError: When the request times out.
+        HTTPResponseError: When Notion answers an error status (as notion-client raises it).
+    """
+    request = client._build_request(method, path, None, body)
+    try:
+        response = client.client.send(request)
+    except httpx.TimeoutException as error:
+        raise RequestTimeoutError() from error
+    if not response.is_success:
+        client._parse_response(response)  # raises the error notion-client would
+    return response.content
 
 
 class NotionCaller:
