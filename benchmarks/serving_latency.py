@@ -28,7 +28,10 @@ import pyarrow as pa
 
 from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.serving import LeadsAnalytics
-from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, Warehouse, compute_event_counts
+from leads_pipeline.tables import MONTH, WEEK
+from leads_pipeline.warehouse import Warehouse, compute_event_counts
+
+WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()
 
 #: Share of leads without each event (a funnel: fewer leads reach the later steps).
 NULL_SHARE = {

@@ -6,22 +6,26 @@ table that fails them. The freshness of ``leads`` is a Dagster freshness policy
 (:func:`leads_freshness_policy`), evaluated by the daemon and shown on the asset in the UI.
 """
 
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 
 import dagster as dg
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake.exceptions import DeltaError
 
-from leads_pipeline.history import HISTORY_TABLE, PROBLEMS, verify_history
+from leads_pipeline.history import PROBLEMS, verify_history
 from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.resources import LakeResource, WarehouseResource
-from leads_pipeline.settings import ConfigurationError
-from leads_pipeline.transform import ISSUES_TABLE, LEADS_TABLE
-from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, WarehouseNotBuiltError
+from leads_pipeline.settings import Settings, as_settings, variable_of
+from leads_pipeline.tables import (
+    EVENT_COUNTS,
+    GRAINS,
+    HISTORY_TABLE,
+    ISSUES_TABLE,
+    LEADS_TABLE,
+    Grain,
+)
 
 #: Check names (the asset each one targets is in its decorator).
 LEADS_ID_CHECK = "id_unique_and_not_null"
@@ -29,71 +33,50 @@ RECONCILE_CHECK = "counts_reconcile_with_leads"
 QUALITY_SHARE_CHECK = "share_of_leads_with_issues"
 HISTORY_CHECK = "history_matches_leads"
 
-FRESHNESS_FAIL_VARIABLE = "LEADS_FRESHNESS_FAIL_MINUTES"
-FRESHNESS_WARN_VARIABLE = "LEADS_FRESHNESS_WARN_MINUTES"
-QUALITY_SHARE_VARIABLE = "LEADS_QUALITY_ISSUES_MAX_SHARE"
-
-#: ``leads`` fails its freshness policy when not materialized for 2 hours (8 missed syncs) …
-DEFAULT_FRESHNESS_FAIL_MINUTES = 120
-#: … and warns after 1 hour.
-DEFAULT_FRESHNESS_WARN_MINUTES = 60
-#: At most 5 % of leads may have a value that could not be read.
-DEFAULT_QUALITY_MAX_SHARE = 0.05
+QUALITY_SHARE_VARIABLE = variable_of("quality_max_share")
 
 _COUNTS_VERSION_KEY = "leads_delta_version"
 
 
-def _env_number(env: Mapping[str, str], variable: str, default: float, minimum: float) -> float:
-    value = (env.get(variable) or "").strip()
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not number >= minimum:
-        raise ConfigurationError(f"{variable}={value!r} must be a number ≥ {minimum:g}.")
-    return number
-
-
-def leads_freshness_policy(env: Mapping[str, str] | None = None) -> dg.FreshnessPolicy:
+def leads_freshness_policy(
+    settings: Settings | Mapping[str, str] | None = None,
+) -> dg.FreshnessPolicy:
     """How recent the last materialization of ``leads`` must be.
 
-    The fail window comes from ``LEADS_FRESHNESS_FAIL_MINUTES`` (default 120), the warn window from
-    ``LEADS_FRESHNESS_WARN_MINUTES`` (default 60; 0 means no warning). Both at least 1 minute.
+    The fail window is ``settings.freshness_fail_minutes`` (``LEADS_FRESHNESS_FAIL_MINUTES``,
+    default 120), the warn window ``settings.freshness_warn_minutes``
+    (``LEADS_FRESHNESS_WARN_MINUTES``, default 60; 0 means no warning).
+
+    Args:
+        settings: The configuration, or an environment to load it from (``os.environ`` when
+            omitted).
 
     Raises:
-        ConfigurationError: If a window is not a number of minutes ≥ 1, or warn ≥ fail.
+        ConfigurationError: If the configuration is loaded here and a variable is invalid.
     """
-    env = os.environ if env is None else env
-    fail = _env_number(env, FRESHNESS_FAIL_VARIABLE, DEFAULT_FRESHNESS_FAIL_MINUTES, 1)
-    default_warn = DEFAULT_FRESHNESS_WARN_MINUTES if fail > DEFAULT_FRESHNESS_WARN_MINUTES else 0
-    warn = _env_number(env, FRESHNESS_WARN_VARIABLE, default_warn, 0)
-    if warn and not 1 <= warn < fail:
-        raise ConfigurationError(
-            f"{FRESHNESS_WARN_VARIABLE}={warn:g} must be 0 (no warning) or at least 1 and less "
-            f"than {FRESHNESS_FAIL_VARIABLE}={fail:g} minutes."
-        )
+    settings = as_settings(settings)
+    warn = settings.freshness_warn_minutes
     return dg.FreshnessPolicy.time_window(
-        fail_window=timedelta(minutes=fail),
+        fail_window=timedelta(minutes=settings.freshness_fail_minutes),
         warn_window=timedelta(minutes=warn) if warn else None,
     )
 
 
-def quality_max_share(env: Mapping[str, str] | None = None) -> float:
-    """The largest share of leads with quality issues that passes, from the environment.
+def quality_max_share(settings: Settings | Mapping[str, str] | None = None) -> float:
+    """The largest share of leads with quality issues that passes.
+
+    Args:
+        settings: The configuration, or an environment to load it from (``os.environ`` when
+            omitted).
 
     Raises:
-        ConfigurationError: If ``LEADS_QUALITY_ISSUES_MAX_SHARE`` is not a number in [0, 1].
+        ConfigurationError: If the configuration is loaded here and a variable is invalid.
     """
-    env = os.environ if env is None else env
-    share = _env_number(env, QUALITY_SHARE_VARIABLE, DEFAULT_QUALITY_MAX_SHARE, 0)
-    if share > 1:
-        raise ConfigurationError(f"{QUALITY_SHARE_VARIABLE}={share:g} must be between 0 and 1.")
-    return share
+    return as_settings(settings).quality_max_share
 
 
-def _missing(table: str) -> dg.AssetCheckResult:
+def missing_table(table: str) -> dg.AssetCheckResult:
+    """The failed result of a check whose table does not exist yet."""
     return dg.AssetCheckResult(
         passed=False,
         description=f"The {table} table does not exist yet: materialize it first.",
@@ -111,7 +94,7 @@ def leads_id_unique_and_not_null(lake: LakeResource) -> dg.AssetCheckResult:
     """Fails when ``leads.id`` holds a null or a duplicate."""
     ids = lake.lake().read(LEADS_TABLE, columns=["id"])
     if ids is None:
-        return _missing(LEADS_TABLE)
+        return missing_table(LEADS_TABLE)
     column = ids["id"]
     nulls = column.null_count
     counts = pc.value_counts(column.drop_null())
@@ -178,40 +161,49 @@ def reconcile(counts: pa.Table, leads: pa.Table) -> dict[str, tuple[int, int]]:
     }
 
 
-def _read_counts(warehouse: WarehouseResource, table: str) -> pa.Table | None:
-    try:
-        with warehouse.warehouse().read() as con:
-            return con.sql(f"SELECT * FROM {table}").to_arrow_table()
-    except WarehouseNotBuiltError:
-        return None
-    except duckdb.CatalogException:  # the file exists but not this table yet
-        return None
+def _other_totals(warehouse: WarehouseResource, grain: Grain) -> dict[str, dict[str, int] | None]:
+    """Per other grain's count asset, its total per event column (None if not built)."""
+    published = warehouse.warehouse()
+    totals: dict[str, dict[str, int] | None] = {}
+    for other in GRAINS:
+        if other == grain:
+            continue
+        counts = published.read_table(other.table(EVENT_COUNTS))
+        totals[other.asset(EVENT_COUNTS)] = (
+            None
+            if counts is None
+            else {c: int(pc.sum(counts[c]).as_py() or 0) for c in EVENT_COLUMNS}
+        )
+    return totals
 
 
 def _reconcile_check(
     context: dg.AssetCheckExecutionContext,
     lake: LakeResource,
     warehouse: WarehouseResource,
-    counts_asset: str,
-    counts_table: str,
-    other_table: str,
+    grain: Grain,
 ) -> dg.AssetCheckResult:
-    counts = _read_counts(warehouse, counts_table)
+    """``grain``'s counts against ``leads``, with every other grain's totals beside them.
+
+    Each grain equal to ``leads`` makes all grains equal to each other: the other grains are
+    reported (``<column>/<other asset>``, -1 when not built) so that one check shows it all.
+    """
+    counts_table = grain.table(EVENT_COUNTS)
+    counts = warehouse.warehouse().read_table(counts_table)
     if counts is None:
-        return _missing(counts_table)
-    leads, version = _leads_at_counts_version(context, lake, counts_asset)
+        return missing_table(counts_table)
+    leads, version = _leads_at_counts_version(context, lake, grain.asset(EVENT_COUNTS))
     if leads is None:
-        return _missing(LEADS_TABLE)
+        return missing_table(LEADS_TABLE)
     totals = reconcile(counts, leads)
-    other = _read_counts(warehouse, other_table)
+    others = _other_totals(warehouse, grain)
     mismatched = {c: t for c, t in totals.items() if t[0] != t[1]}
     metadata: dict = {"table_exists": True, "leads_delta_version": version}
     for column, (in_counts, in_leads) in totals.items():
         metadata[f"{column}/counts"] = in_counts
         metadata[f"{column}/leads"] = in_leads
-        metadata[f"{column}/{other_table.split('.')[-1]}"] = (
-            int(pc.sum(other[column]).as_py() or 0) if other is not None else -1
-        )
+        for other, other_totals in others.items():
+            metadata[f"{column}/{other}"] = -1 if other_totals is None else other_totals[column]
     return dg.AssetCheckResult(
         passed=not mismatched,
         description=(
@@ -225,71 +217,82 @@ def _reconcile_check(
     )
 
 
-@dg.asset_check(
-    asset="weekly_event_counts",
-    name=RECONCILE_CHECK,
-    blocking=True,
-    description="For each event column, the sum over weeks equals the non-null dates in leads.",
-)
-def weekly_counts_reconcile(
-    context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    """Sum over weeks == non-null dates in ``leads``, per event column (with the monthly check,
-    weeks == months == leads)."""
-    return _reconcile_check(
-        context, lake, warehouse, "weekly_event_counts", WEEKLY_TABLE, MONTHLY_TABLE
+def counts_reconcile_check(grain: Grain) -> dg.AssetChecksDefinition:
+    """The blocking check that ``grain``'s event counts add up to the dates in ``leads``.
+
+    Args:
+        grain: The time grain whose count asset (e.g. ``weekly_event_counts``) it targets.
+    """
+
+    @dg.asset_check(
+        asset=grain.asset(EVENT_COUNTS),
+        name=RECONCILE_CHECK,
+        blocking=True,
+        description=f"For each event column, the sum over {grain.plural} equals the non-null "
+        "dates in leads; the other grains' totals are shown beside it.",
     )
+    def _check(
+        context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> dg.AssetCheckResult:
+        return _reconcile_check(context, lake, warehouse, grain)
+
+    return _check
 
 
-@dg.asset_check(
-    asset="monthly_event_counts",
-    name=RECONCILE_CHECK,
-    blocking=True,
-    description="For each event column, the sum over months equals the non-null dates in leads.",
-)
-def monthly_counts_reconcile(
-    context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    """Sum over months == non-null dates in ``leads``, per event column."""
-    return _reconcile_check(
-        context, lake, warehouse, "monthly_event_counts", MONTHLY_TABLE, WEEKLY_TABLE
+#: The reconcile check of each grain, by grain name.
+RECONCILE_CHECKS: dict[str, dg.AssetChecksDefinition] = {
+    grain.name: counts_reconcile_check(grain) for grain in GRAINS
+}
+
+
+def quality_share_check(max_share: float) -> dg.AssetChecksDefinition:
+    """The ``share_of_leads_with_issues`` check of ``lead_quality_issues``, which only warns.
+
+    Args:
+        max_share: The largest share of leads with an unreadable value that passes (the
+            settings' ``quality_max_share``).
+    """
+
+    @dg.asset_check(
+        asset=ISSUES_TABLE,
+        name=QUALITY_SHARE_CHECK,
+        additional_deps=[LEADS_TABLE],
+        description="The share of leads with at least one unreadable value stays under "
+        f"${QUALITY_SHARE_VARIABLE} (5 % by default). Warns only.",
     )
+    def share_of_leads_with_issues(lake: LakeResource) -> dg.AssetCheckResult:
+        """Warns when too many leads have a value that could not be parsed."""
+        store = lake.lake()
+        leads = store.read(LEADS_TABLE, columns=["id"])
+        issues = store.read(ISSUES_TABLE, columns=["page_id"])
+        if leads is None or issues is None:
+            return missing_table(LEADS_TABLE if leads is None else ISSUES_TABLE)
+        threshold = max_share
+        affected = pc.count_distinct(
+            pc.filter(issues["page_id"], pc.is_in(issues["page_id"], leads["id"]))
+        ).as_py()
+        share = affected / leads.num_rows if leads.num_rows else 0.0
+        return dg.AssetCheckResult(
+            passed=share <= threshold,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"{affected} of {leads.num_rows} leads ({share:.1%}) have at least one value that "
+                f"could not be read; threshold {threshold:.1%} (${QUALITY_SHARE_VARIABLE})."
+            ),
+            metadata={
+                "table_exists": True,
+                "leads": leads.num_rows,
+                "leads_with_issues": affected,
+                "share": round(share, 6),
+                "threshold": threshold,
+            },
+        )
+
+    return share_of_leads_with_issues
 
 
-@dg.asset_check(
-    asset=ISSUES_TABLE,
-    name=QUALITY_SHARE_CHECK,
-    additional_deps=[LEADS_TABLE],
-    description="The share of leads with at least one unreadable value stays under "
-    f"${QUALITY_SHARE_VARIABLE} (5 % by default). Warns only.",
-)
-def share_of_leads_with_issues(lake: LakeResource) -> dg.AssetCheckResult:
-    """Warns when too many leads have a value that could not be parsed."""
-    store = lake.lake()
-    leads = store.read(LEADS_TABLE, columns=["id"])
-    issues = store.read(ISSUES_TABLE, columns=["page_id"])
-    if leads is None or issues is None:
-        return _missing(LEADS_TABLE if leads is None else ISSUES_TABLE)
-    threshold = quality_max_share()
-    affected = pc.count_distinct(
-        pc.filter(issues["page_id"], pc.is_in(issues["page_id"], leads["id"]))
-    ).as_py()
-    share = affected / leads.num_rows if leads.num_rows else 0.0
-    return dg.AssetCheckResult(
-        passed=share <= threshold,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            f"{affected} of {leads.num_rows} leads ({share:.1%}) have at least one value that "
-            f"could not be read; threshold {threshold:.1%} (${QUALITY_SHARE_VARIABLE})."
-        ),
-        metadata={
-            "table_exists": True,
-            "leads": leads.num_rows,
-            "leads_with_issues": affected,
-            "share": round(share, 6),
-            "threshold": threshold,
-        },
-    )
+#: The check with the default threshold (the definitions use the configured one).
+share_of_leads_with_issues = quality_share_check(Settings().quality_max_share)
 
 
 @dg.asset_check(
@@ -304,7 +307,7 @@ def history_matches_leads(lake: LakeResource) -> dg.AssetCheckResult:
     """Fails when ``lead_history`` disagrees with ``leads`` or its versions do not chain."""
     found = verify_history(lake.lake())
     if not found.exists:
-        return _missing(f"{HISTORY_TABLE} or {LEADS_TABLE}")
+        return missing_table(f"{HISTORY_TABLE} or {LEADS_TABLE}")
     return dg.AssetCheckResult(
         passed=found.passed,
         description=found.describe(),
@@ -325,8 +328,13 @@ def history_matches_leads(lake: LakeResource) -> dg.AssetCheckResult:
 
 CHECKS = [
     leads_id_unique_and_not_null,
-    weekly_counts_reconcile,
-    monthly_counts_reconcile,
+    *RECONCILE_CHECKS.values(),
     share_of_leads_with_issues,
     history_matches_leads,
 ]
+
+
+def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
+    """:data:`CHECKS`, the quality check holding the threshold of ``settings``."""
+    quality = quality_share_check(settings.quality_max_share)
+    return [quality if check is share_of_leads_with_issues else check for check in CHECKS]

@@ -22,6 +22,7 @@ from datetime import date, timedelta
 from tabulate import tabulate
 
 from leads_pipeline.serving import BUILD_COMMAND, LeadsAnalytics, PipelineNotRunError
+from leads_pipeline.tables import GRAINS
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -132,15 +133,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lake", metavar="URI", help="Delta lake root (overrides LEADS_LAKE_URI)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    periods = " or ".join(grain.name for grain in GRAINS)
     counts = commands.add_parser(
         "counts",
-        help="lead events per ISO week or calendar month",
+        help=f"lead events per {periods}",
         description="Lead events (first contact, reply, call proposed, call booked, follow-up) "
-        "counted per ISO week or calendar month, oldest first, periods without events included.",
+        f"counted per {periods} ({', '.join(grain.period for grain in GRAINS)}), oldest first, "
+        "periods without events included.",
         epilog=_COUNTS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    counts.add_argument("--by", choices=("week", "month"), required=True, help="period grain")
+    counts.add_argument(
+        "--by", choices=[grain.name for grain in GRAINS], required=True, help="period grain"
+    )
     counts.add_argument(
         "--from",
         dest="start",
@@ -340,17 +345,15 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "map":
         (_map_suggest if args.map_command == "suggest" else _map_check)(args)
         return
+    from leads_pipeline.settings import load_settings
+
+    settings = load_settings()
     analytics = LeadsAnalytics(
-        warehouse_path=args.warehouse
-        or os.environ.get("LEADS_WAREHOUSE_PATH")
-        or LeadsAnalytics.model_fields["warehouse_path"].default,
-        lake_uri=args.lake
-        or os.environ.get("LEADS_LAKE_URI")
-        or LeadsAnalytics.model_fields["lake_uri"].default,
+        warehouse_path=args.warehouse or settings.warehouse_path,
+        lake_uri=args.lake or settings.lake_uri,
     )
     if args.command == "counts":
-        query = analytics.count_date_by_week if args.by == "week" else analytics.count_date_by_month
-        rows = query(start=args.start, end=args.end)
+        rows = analytics.counts(by=args.by, start=args.start, end=args.end)
         _print_records([row.model_dump(mode="json") for row in rows], args.format)
     elif args.command == "status":
         status = analytics.ingestion_status().model_dump(mode="json")

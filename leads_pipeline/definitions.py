@@ -1,25 +1,50 @@
-"""The one ``Definitions`` object of the project, assembled here from each module's lists."""
+"""The one ``Definitions`` object of the project, assembled from the settings, loaded once here."""
 
 import dagster as dg
 
 from leads_pipeline.assets import analytics, downstream, ingestion
-from leads_pipeline.checks import CHECKS
+from leads_pipeline.checks import build_checks, leads_freshness_policy
 from leads_pipeline.jobs import JOBS
 from leads_pipeline.resource_factory import build_resources
 from leads_pipeline.run_guard import guarded_in_process_executor
-from leads_pipeline.schedules import SCHEDULES
-from leads_pipeline.sensors import SENSORS
-from leads_pipeline.settings import load_settings
+from leads_pipeline.schedules import build_schedules
+from leads_pipeline.sensors import build_sensors
+from leads_pipeline.settings import Settings, load_settings
+from leads_pipeline.tables import LEADS_TABLE
 
-defs = dg.Definitions(
-    assets=[*ingestion.ASSETS, *analytics.ASSETS, *downstream.ASSETS],
-    asset_checks=CHECKS,
-    jobs=JOBS,
-    schedules=SCHEDULES,
-    sensors=SENSORS,
-    resources=build_resources(load_settings()),
-    # Steps share one process: starting a process per step cost more than the steps themselves,
-    # and the pools still keep writers of the same store apart (slots of dead runs are freed,
-    # see leads_pipeline/run_guard.py).
-    executor=guarded_in_process_executor,
-)
+
+def with_freshness_policy(
+    assets: list[dg.AssetsDefinition], settings: Settings
+) -> list[dg.AssetsDefinition]:
+    """``assets`` with the freshness policy of ``settings`` on ``leads``."""
+    policy = leads_freshness_policy(settings)
+    key = dg.AssetKey(LEADS_TABLE)
+    return dg.map_asset_specs(
+        lambda spec: spec.replace_attributes(freshness_policy=policy) if spec.key == key else spec,
+        assets,
+    )
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """The project's definitions for ``settings``.
+
+    Args:
+        settings: The configuration (:func:`~leads_pipeline.settings.load_settings`).
+    """
+    return dg.Definitions(
+        assets=with_freshness_policy(
+            [*ingestion.ASSETS, *analytics.ASSETS, *downstream.ASSETS], settings
+        ),
+        asset_checks=build_checks(settings),
+        jobs=JOBS,
+        schedules=build_schedules(settings),
+        sensors=build_sensors(settings),
+        resources=build_resources(settings),
+        # The one executor of every job. Steps share one process: starting a process per step
+        # cost more than the steps themselves, and the pools still keep writers of the same
+        # store apart (slots of dead runs are freed, see leads_pipeline/run_guard.py).
+        executor=guarded_in_process_executor,
+    )
+
+
+defs = build_definitions(load_settings())

@@ -21,10 +21,6 @@ import pyarrow as pa
 
 from leads_pipeline.duck import scratch_connection
 from leads_pipeline.property_map import EVENT_COLUMNS
-from leads_pipeline.warehouse import SCHEMA
-
-FUNNEL_TABLE = f"{SCHEMA}.monthly_funnel_conversion"
-OBJECTIVES_TABLE = f"{SCHEMA}.weekly_objectives"
 
 #: Funnel steps: name, numerator event (the later step), denominator event (the earlier step).
 FUNNEL_STEPS: tuple[tuple[str, str, str], ...] = (

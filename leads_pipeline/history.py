@@ -74,11 +74,9 @@ from leads_pipeline.lake import (
     key_in,
     newest_per_key,
 )
-from leads_pipeline.raw_store import RAW_TABLE
-from leads_pipeline.transform import LEADS_TABLE
+from leads_pipeline.tables import HISTORY_TABLE, LEADS_TABLE, RAW_TABLE
 from leads_pipeline.transform import MARK_KEY as RAW_MARK_KEY
 
-HISTORY_TABLE = "lead_history"
 #: Commit metadata of ``lead_history``: the ``leads`` version it is derived through, and that
 #: version's commit time (ms), which tells a ``leads`` table recreated since from the one derived.
 #: (delta-rs gives a table a new id when a merge evolves its schema: the id cannot tell.)

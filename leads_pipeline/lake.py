@@ -19,7 +19,6 @@ optimistic concurrency, never by Dagster's pools:
 
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 import time
@@ -35,6 +34,7 @@ from deltalake import CommitProperties, DeltaTable, WriterProperties, write_delt
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from leads_pipeline.duck import scratch_connection
+from leads_pipeline.settings import conditional_put_in_environment
 
 METADATA_PREFIX = "leads_pipeline."
 ACTION = "_action"
@@ -99,8 +99,8 @@ def lake_storage_options(root: str, options: Mapping[str, str] | None) -> dict[s
     """
     merged = dict(options or {})
     if urlsplit(root).scheme.lower() in _S3_SCHEMES:
-        given = {k.lower() for k in merged} | {k.lower() for k in os.environ}
-        if not given & _CONDITIONAL_PUT_KEYS:
+        given = {k.lower() for k in merged}
+        if not given & _CONDITIONAL_PUT_KEYS and not conditional_put_in_environment():
             merged.update(S3_SAFE_COMMIT_OPTIONS)
     return merged or None
 

@@ -20,13 +20,10 @@ import dagster as dg
 from deltalake import CommitProperties
 from pydantic import Field
 
-from leads_pipeline.history import HISTORY_TABLE
 from leads_pipeline.lake import METADATA_PREFIX, DeltaLake
 from leads_pipeline.pools import LAKE_POOL
-from leads_pipeline.raw_store import RAW_TABLE, SCHEMA_TABLE
 from leads_pipeline.resources import LakeResource
-from leads_pipeline.run_guard import guarded_in_process_executor
-from leads_pipeline.transform import ISSUES_TABLE, LEADS_TABLE
+from leads_pipeline.tables import HISTORY_TABLE, ISSUES_TABLE, LEADS_TABLE, RAW_TABLE, SCHEMA_TABLE
 
 #: The Delta tables the pipeline writes, in the order they are maintained.
 LAKE_TABLES = (RAW_TABLE, LEADS_TABLE, ISSUES_TABLE, HISTORY_TABLE, SCHEMA_TABLE)
@@ -174,7 +171,6 @@ def _maintain(
 
 @dg.job(
     name="maintain_lake",
-    executor_def=guarded_in_process_executor,
     description="Delta upkeep: compacts small files and vacuums files older than the retention "
     "(168 h by default). Runs in the lake pool, so never alongside a sync.",
 )

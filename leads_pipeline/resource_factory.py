@@ -52,11 +52,13 @@ def with_launchpad_defaults(cls: type[ResourceT], **values: Any) -> ResourceT:
 def build_source(settings: Settings) -> Any:
     """The source resource for ``settings.source``; secrets are passed as ``EnvVar``.
 
-    The Notion source's values (token, database, API, tuning knobs) are its fields' defaults
-    (see :func:`with_launchpad_defaults`), so the launchpad can change any one of them alone.
+    The sample source gets ``settings.sample_day`` when it is set (``LEADS_SAMPLE_DAY``). The
+    Notion source's values (token, database, API, tuning knobs) are its fields' defaults (see
+    :func:`with_launchpad_defaults`), so the launchpad can change any one of them alone.
     """
     if settings.source == SOURCE_SAMPLE:
-        return SampleLeadsSource()
+        day = {} if settings.sample_day is None else {"day": settings.sample_day}
+        return SampleLeadsSource(**day)
     from leads_pipeline.sources.notion import NotionLeadsSource
 
     return with_launchpad_defaults(
@@ -74,10 +76,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     """All resources, keyed as the assets expect them."""
     return {
         "source": build_source(settings),
-        "lake": LakeResource(uri=settings.lake_uri),
+        "lake": LakeResource(uri=settings.lake_uri, full_previews=settings.full_previews),
         "warehouse": WarehouseResource(path=settings.warehouse_path),
         "property_map": PropertyMapResource(path=settings.property_map_path),
-        "analytics": LeadsAnalytics(
-            warehouse_path=settings.warehouse_path, lake_uri=settings.lake_uri
-        ),
+        "analytics": LeadsAnalytics.from_env(settings),
     }

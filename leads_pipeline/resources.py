@@ -23,6 +23,11 @@ class LakeResource(dg.ConfigurableResource):
     storage_options: dict[str, str] = Field(
         default_factory=dict, description="deltalake object-store options."
     )
+    full_previews: bool = Field(
+        default=False,
+        description="Show names, emails and phones in the previews of materializations "
+        "(LEADS_FULL_PREVIEWS; for a development lake only).",
+    )
 
     def lake(self) -> DeltaLake:
         """The lake as a plain object."""

@@ -13,68 +13,31 @@ the source, so that the bundled sample run never reaches for the network:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-
 import dagster as dg
 
 from leads_pipeline.automation import stopped_on_sample
 from leads_pipeline.jobs import maintain_lake, refresh_leads, sync_leads
-from leads_pipeline.settings import SOURCE_NOTION, ConfigurationError, load_settings
+from leads_pipeline.settings import SOURCE_NOTION, TIMEZONE, Settings, variable_of
 
-TIMEZONE = "Europe/Paris"
-
-SYNC_CRON_VARIABLE = "LEADS_SYNC_CRON"
-REFRESH_CRON_VARIABLE = "LEADS_REFRESH_CRON"
-MAINTAIN_CRON_VARIABLE = "LEADS_MAINTAIN_CRON"
-
-#: Every 15 minutes.
-DEFAULT_SYNC_CRON = "*/15 * * * *"
-#: Every night at 02:30, out of office hours and away from the daylight-saving switch at 02:00.
-DEFAULT_REFRESH_CRON = "30 2 * * *"
-#: Sundays at 04:00, after the nightly refresh.
-DEFAULT_MAINTAIN_CRON = "0 4 * * 0"
+SYNC_CRON_VARIABLE = variable_of("sync_cron")
+REFRESH_CRON_VARIABLE = variable_of("refresh_cron")
+MAINTAIN_CRON_VARIABLE = variable_of("maintain_cron")
 
 
-def cron_from_env(variable: str, default: str, env: Mapping[str, str] | None = None) -> str:
-    """The cron expression in ``variable``, or ``default`` when it is unset or blank.
+def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
+    """The three schedules, with the crons of ``settings`` and default statuses for its source.
 
     Args:
-        variable: Name of the environment variable.
-        default: Cron expression used when the variable is not set.
-        env: Environment to read; ``os.environ`` when omitted.
-
-    Raises:
-        ConfigurationError: If the variable holds something that is not a cron expression.
+        settings: The configuration (:func:`~leads_pipeline.settings.load_settings`), whose crons
+            were validated when it was loaded.
     """
-    env = os.environ if env is None else env
-    value = (env.get(variable) or "").strip()
-    if not value:
-        return default
-    try:
-        dg.ScheduleDefinition(name="cron_probe", cron_schedule=value, job_name="cron_probe")
-    except dg.DagsterInvalidDefinitionError as error:
-        raise ConfigurationError(
-            f"{variable}={value!r} is not a valid cron expression (five fields, e.g. "
-            f"{default!r}). Fix it or unset {variable} to use the default."
-        ) from error
-    return value
-
-
-def build_schedules(env: Mapping[str, str] | None = None) -> list[dg.ScheduleDefinition]:
-    """The three schedules, with crons and default statuses resolved from ``env``.
-
-    Args:
-        env: Environment to read; ``os.environ`` when omitted.
-    """
-    env = os.environ if env is None else env
-    from_notion = load_settings(env).source == SOURCE_NOTION
+    from_notion = settings.source == SOURCE_NOTION
     network_status = (
         dg.DefaultScheduleStatus.RUNNING if from_notion else dg.DefaultScheduleStatus.STOPPED
     )
-    sync_cron = cron_from_env(SYNC_CRON_VARIABLE, DEFAULT_SYNC_CRON, env)
-    refresh_cron = cron_from_env(REFRESH_CRON_VARIABLE, DEFAULT_REFRESH_CRON, env)
-    maintain_cron = cron_from_env(MAINTAIN_CRON_VARIABLE, DEFAULT_MAINTAIN_CRON, env)
+    sync_cron = settings.sync_cron
+    refresh_cron = settings.refresh_cron
+    maintain_cron = settings.maintain_cron
     return [
         dg.ScheduleDefinition(
             name="sync_leads_schedule",
@@ -114,6 +77,3 @@ def build_schedules(env: Mapping[str, str] | None = None) -> list[dg.ScheduleDef
             "retention (7 days by default).",
         ),
     ]
-
-
-SCHEDULES = build_schedules()

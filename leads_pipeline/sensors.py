@@ -7,7 +7,6 @@ i.e. what successful runs actually ingested; requesting a run never moves it, so
 leaves the change to be noticed again (the ``run_key`` keeps one run per edit time).
 """
 
-import os
 from datetime import datetime
 
 import dagster as dg
@@ -16,14 +15,13 @@ import pyarrow.compute as pc
 
 from leads_pipeline.automation import leads_automation_sensor, stopped_on_sample
 from leads_pipeline.jobs import sync_leads
-from leads_pipeline.raw_store import RAW_TABLE
 from leads_pipeline.resources import LakeResource
-from leads_pipeline.settings import SOURCE_NOTION, ConfigurationError, load_settings
+from leads_pipeline.settings import SOURCE_NOTION, Settings, variable_of
 from leads_pipeline.sources.base import LeadsSource, ListingStats
 from leads_pipeline.sources.notion_http import NotionRetriesExhaustedError
+from leads_pipeline.tables import RAW_TABLE
 
-INTERVAL_VARIABLE = "LEADS_SENSOR_INTERVAL_SECONDS"
-DEFAULT_INTERVAL_SECONDS = 60
+INTERVAL_VARIABLE = variable_of("sensor_interval_seconds")
 
 
 #: Errors meaning "the source cannot be reached right now, ask again later": the tick is skipped
@@ -54,34 +52,16 @@ def lake_watermark(lake: LakeResource) -> datetime | None:
     return pc.max(table["last_edited_time"]).as_py()
 
 
-def sensor_interval(env=None) -> int:
-    """Seconds between two ticks, from ``LEADS_SENSOR_INTERVAL_SECONDS`` (default 60).
-
-    Raises:
-        ConfigurationError: If the variable is not a positive integer.
-    """
-    env = os.environ if env is None else env
-    value = (env.get(INTERVAL_VARIABLE) or "").strip()
-    if not value:
-        return DEFAULT_INTERVAL_SECONDS
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigurationError(
-            f"{INTERVAL_VARIABLE}={value!r} is not a positive number of seconds."
-        )
-    return int(value)
-
-
-def build_notion_changes_sensor(env=None) -> dg.SensorDefinition:
+def build_notion_changes_sensor(settings: Settings) -> dg.SensorDefinition:
     """The sensor, RUNNING by default only when the source is Notion (the sample never changes).
 
     Its description says so: on the sample it starts with why it is stopped and how to start it.
 
     Args:
-        env: Environment to read; ``os.environ`` when omitted.
+        settings: The configuration: its source and ``sensor_interval_seconds``.
     """
-    env = os.environ if env is None else env
-    from_notion = load_settings(env).source == SOURCE_NOTION
-    interval = sensor_interval(env)
+    from_notion = settings.source == SOURCE_NOTION
+    interval = settings.sensor_interval_seconds
 
     @dg.sensor(
         name="notion_changes_sensor",
@@ -124,6 +104,6 @@ def build_notion_changes_sensor(env=None) -> dg.SensorDefinition:
     return notion_changes_sensor
 
 
-notion_changes_sensor = build_notion_changes_sensor()
-
-SENSORS = [notion_changes_sensor, leads_automation_sensor]
+def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
+    """Every sensor: ``notion_changes_sensor`` for ``settings``, and declarative automation's."""
+    return [build_notion_changes_sensor(settings), leads_automation_sensor]

@@ -19,31 +19,38 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import UTC, date, datetime
+from typing import Any
 
 import dagster as dg
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from leads_pipeline.lake import DeltaLake, key_in
-from leads_pipeline.raw_store import RAW_TABLE
-from leads_pipeline.settings import DEFAULT_LAKE_URI, DEFAULT_WAREHOUSE_PATH
-from leads_pipeline.transform import ISSUES_TABLE, LEADS_TABLE
-from leads_pipeline.warehouse import (
+from leads_pipeline.settings import (
+    DEFAULT_LAKE_URI,
+    DEFAULT_WAREHOUSE_PATH,
+    Settings,
+    load_settings,
+)
+from leads_pipeline.tables import (
+    EVENT_COUNTS,
     GRAINS,
-    MONTHLY_TABLE,
-    WEEKLY_TABLE,
+    ISSUES_TABLE,
+    LEADS_TABLE,
+    RAW_TABLE,
+    Grain,
+    grain,
+)
+from leads_pipeline.warehouse import (
+    BUILD_COMMAND,
+    TableNotBuiltError,
     Warehouse,
     WarehouseNotBuiltError,
     compute_event_counts,
 )
-
-#: The command that builds every table this module reads.
-BUILD_COMMAND = "dg launch --job sync_leads"
 
 #: Event columns in the order the old API returned them.
 API_EVENT_FIELDS: tuple[str, ...] = (
@@ -54,34 +61,42 @@ API_EVENT_FIELDS: tuple[str, ...] = (
     "date_relance",
 )
 
-_GRAIN_TABLES = {"week": WEEKLY_TABLE, "month": MONTHLY_TABLE}
+#: What each event column counts, for the models' field descriptions.
+_EVENT_DESCRIPTIONS = {
+    "date_prise_contact": "First contacts",
+    "date_reponse_prospect": "Prospects' replies",
+    "date_appel_booke": "Calls booked",
+    "date_appel_propose": "Calls proposed",
+    "date_relance": "Follow-ups",
+}
 _CACHE_MAX_ENTRIES = 32
 
 
-class WeeklyEventCount(BaseModel):
-    """One week of the old ``GET /api/v1/transformation/count_date_by_week``."""
+def _event_count_model(of: Grain) -> type[BaseModel]:
+    """The model of one period of ``of``: its label, then the events in the old API's order."""
+    period = of.period[0].upper() + of.period[1:]
+    return create_model(
+        f"{of.adjective.capitalize()}EventCount",
+        __config__=ConfigDict(frozen=True),
+        __doc__=f"One {of.name} of the old ``GET /api/v1/transformation/count_date_by_{of.name}``.",
+        __module__=__name__,
+        **{of.label: (str, Field(description=f"{period}, e.g. {of.example}."))},
+        **{
+            column: (
+                int,
+                Field(description=f"{_EVENT_DESCRIPTIONS[column]} dated in the {of.name}."),
+            )
+            for column in API_EVENT_FIELDS
+        },
+    )
 
-    model_config = ConfigDict(frozen=True)
 
-    semaine: str = Field(description="ISO 8601 week with its ISO year, e.g. 2025-W01.")
-    date_prise_contact: int = Field(description="First contacts dated in the week.")
-    date_reponse_prospect: int = Field(description="Prospects' replies dated in the week.")
-    date_appel_booke: int = Field(description="Calls booked dated in the week.")
-    date_appel_propose: int = Field(description="Calls proposed dated in the week.")
-    date_relance: int = Field(description="Follow-ups dated in the week.")
-
-
-class MonthlyEventCount(BaseModel):
-    """One month of the old ``GET /api/v1/transformation/count_date_by_month``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    mois: str = Field(description="Calendar month, e.g. 2025-01.")
-    date_prise_contact: int = Field(description="First contacts dated in the month.")
-    date_reponse_prospect: int = Field(description="Prospects' replies dated in the month.")
-    date_appel_booke: int = Field(description="Calls booked dated in the month.")
-    date_appel_propose: int = Field(description="Calls proposed dated in the month.")
-    date_relance: int = Field(description="Follow-ups dated in the month.")
+#: The model of one period, per grain name (``"week"`` → :class:`WeeklyEventCount`).
+EVENT_COUNT_MODELS: dict[str, type[BaseModel]] = {g.name: _event_count_model(g) for g in GRAINS}
+#: One week of ``count_date_by_week``: ``semaine`` then the five counts.
+WeeklyEventCount = EVENT_COUNT_MODELS["week"]
+#: One month of ``count_date_by_month``: ``mois`` then the five counts.
+MonthlyEventCount = EVENT_COUNT_MODELS["month"]
 
 
 class IngestionStatus(BaseModel):
@@ -126,8 +141,6 @@ class PipelineNotRunError(WarehouseNotBuiltError):
     """The results asked for have not been materialized yet; the message names the command."""
 
 
-Model = TypeVar("Model", WeeklyEventCount, MonthlyEventCount)
-
 _cache: dict[tuple[str, str], tuple[tuple, tuple]] = {}
 _cache_lock = threading.Lock()
 
@@ -145,13 +158,13 @@ def _file_identity(path: str) -> tuple | None:
     return None if identity[0] is None else tuple(identity)
 
 
-def period_start(day: date, grain: str) -> date:
-    """The first day of the ISO week (Monday) or calendar month holding ``day``."""
-    if grain == "week":
-        return day - timedelta(days=day.weekday())
-    if grain == "month":
-        return day.replace(day=1)
-    raise ValueError(f"grain must be 'week' or 'month', not {grain!r}")
+def period_start(day: date, by: str) -> date:
+    """The first day of the period of grain ``by`` (``"week"``: Monday) holding ``day``.
+
+    Raises:
+        ValueError: If no grain is called ``by``.
+    """
+    return grain(by).period_start(day)
 
 
 def _as_date(value: date | str | None, name: str) -> date | None:
@@ -182,12 +195,18 @@ class LeadsAnalytics(dg.ConfigurableResource):
     cache: bool = Field(default=True, description="Reuse results while the file is unchanged.")
 
     @classmethod
-    def from_env(cls) -> LeadsAnalytics:
-        """An instance configured from ``LEADS_WAREHOUSE_PATH`` and ``LEADS_LAKE_URI``."""
-        return cls(
-            warehouse_path=os.environ.get("LEADS_WAREHOUSE_PATH") or DEFAULT_WAREHOUSE_PATH,
-            lake_uri=os.environ.get("LEADS_LAKE_URI") or DEFAULT_LAKE_URI,
-        )
+    def from_env(cls, settings: Settings | None = None) -> LeadsAnalytics:
+        """An instance on the warehouse and lake of the settings.
+
+        Args:
+            settings: The configuration; loaded from the environment when omitted
+                (``LEADS_WAREHOUSE_PATH``, ``LEADS_LAKE_URI``...).
+
+        Raises:
+            ConfigurationError: If the settings are loaded here and a variable is invalid.
+        """
+        settings = load_settings() if settings is None else settings
+        return cls(warehouse_path=settings.warehouse_path, lake_uri=settings.lake_uri)
 
     def _not_run(self, what: str) -> PipelineNotRunError:
         return PipelineNotRunError(
@@ -205,16 +224,8 @@ class LeadsAnalytics(dg.ConfigurableResource):
             cached = _cache.get(key)
             if cached is not None and cached[0] == before:
                 return cached[1]
-        try:
-            with Warehouse(path).read() as con:
-                result = con.execute(f"SELECT * FROM {table} ORDER BY {order_by}")
-                names = [column[0] for column in result.description]
-                rows = result.fetchall()
-        except WarehouseNotBuiltError as error:
-            raise self._not_run(f"The warehouse {self.warehouse_path}") from error
-        except duckdb.CatalogException as error:
-            raise self._not_run(f"The table {table} in {self.warehouse_path}") from error
-        built = tuple(build(dict(zip(names, row, strict=True))) for row in rows)
+        rows = self._require(Warehouse(path), table, order_by)
+        built = tuple(build(row) for row in rows.to_pylist())
         # A writer may have replaced the file meanwhile: only cache what is known to match.
         if self.cache and _file_identity(path) == before:
             with _cache_lock:
@@ -223,37 +234,64 @@ class LeadsAnalytics(dg.ConfigurableResource):
                 _cache[key] = (before, built)
         return built
 
-    def _counts(
+    def _require(self, warehouse: Warehouse, table: str, order_by: str | None = None) -> pa.Table:
+        """``table``'s rows, or the error naming what is not built and the command to build it."""
+        try:
+            return warehouse.require_table(table, order_by)
+        except TableNotBuiltError as error:
+            raise self._not_run(f"The table {table} in {self.warehouse_path}") from error
+        except WarehouseNotBuiltError as error:
+            raise self._not_run(f"The warehouse {self.warehouse_path}") from error
+
+    def counts(
         self,
-        grain: str,
-        model: type[Model],
-        start: date | str | None,
-        end: date | str | None,
+        by: str,
+        start: date | str | None = None,
+        end: date | str | None = None,
         as_of: int | str | datetime | None = None,
-    ) -> list[Model]:
+    ) -> list[BaseModel]:
+        """Event counts per period of grain ``by``, oldest first, in the old API's shape.
+
+        Args:
+            by: The grain's name: ``"week"`` or ``"month"`` (see :data:`tables.GRAINS`).
+            start: Keep periods from the one containing this date (inclusive).
+            end: Keep periods up to the one containing this date (inclusive).
+            as_of: Answer as of a Delta version (int) or timestamp (ISO string or datetime) of
+                ``leads``, recomputed from the lake's history instead of read from the warehouse.
+
+        Returns:
+            One :data:`EVENT_COUNT_MODELS` ``[by]`` per period; ``model_dump(mode="json")`` is
+            the old API's JSON object (the period's label, then the five counts).
+
+        Raises:
+            PipelineNotRunError: If the counts have not been built yet.
+            ValueError: If ``by`` is no grain, ``start`` is after ``end`` or a string is not an
+                ISO date.
+        """
+        of = grain(by)
         start, end = _as_date(start, "start"), _as_date(end, "end")
         if start is not None and end is not None and start > end:
             raise ValueError(f"start ({start}) is after end ({end}).")
-        label, start_column = GRAINS[grain][0], GRAINS[grain][1]
+        model = EVENT_COUNT_MODELS[of.name]
 
         def build(row: dict) -> tuple:
             return (
-                row[start_column],
-                model(**{label: row[label], **{c: row[c] for c in API_EVENT_FIELDS}}),
+                row[of.start_column],
+                model(**{of.label: row[of.label], **{c: row[c] for c in API_EVENT_FIELDS}}),
             )
 
         if as_of is None:
-            rows = self._read_table(_GRAIN_TABLES[grain], build, start_column)
+            rows = self._read_table(of.table(EVENT_COUNTS), build, of.start_column)
         else:
-            rows = tuple(build(row) for row in self._counts_as_of(grain, as_of).to_pylist())
-        first = period_start(start, grain) if start is not None else None
+            rows = tuple(build(row) for row in self._counts_as_of(of, as_of).to_pylist())
+        first = of.period_start(start) if start is not None else None
         return [
             item
             for begins, item in rows
             if (first is None or begins >= first) and (end is None or begins <= end)
         ]
 
-    def _counts_as_of(self, grain: str, as_of: int | str | datetime) -> pa.Table:
+    def _counts_as_of(self, of: Grain, as_of: int | str | datetime) -> pa.Table:
         """The counts as they were at a Delta version or timestamp of ``leads`` (time travel)."""
         lake = DeltaLake(self.lake_uri)
         if lake.load(LEADS_TABLE) is None:
@@ -265,7 +303,7 @@ class LeadsAnalytics(dg.ConfigurableResource):
                 f"as_of={as_of!r}: {LEADS_TABLE} has no such version or timestamp in its history "
                 f"(it may be older than the vacuum retention): {error}"
             ) from error
-        return compute_event_counts(leads.to_pyarrow_dataset(), grain)
+        return compute_event_counts(leads.to_pyarrow_dataset(), of)
 
     def count_date_by_week(
         self,
@@ -292,7 +330,7 @@ class LeadsAnalytics(dg.ConfigurableResource):
             >>> analytics.count_date_by_week(start=date(2025, 1, 1), end=date(2025, 1, 31))[0].semaine
             '2025-W01'
         """
-        return self._counts("week", WeeklyEventCount, start, end, as_of)
+        return self.counts("week", start, end, as_of)
 
     def count_date_by_month(
         self,
@@ -315,7 +353,7 @@ class LeadsAnalytics(dg.ConfigurableResource):
             PipelineNotRunError: If the counts have not been built yet.
             ValueError: If ``start`` is after ``end`` or a string is not an ISO date.
         """
-        return self._counts("month", MonthlyEventCount, start, end, as_of)
+        return self.counts("month", start, end, as_of)
 
     def table(self, name: str) -> pa.Table:
         """Any table of the warehouse (e.g. ``analytics.monthly_funnel_conversion``) as Arrow.
@@ -323,13 +361,7 @@ class LeadsAnalytics(dg.ConfigurableResource):
         Raises:
             PipelineNotRunError: If the warehouse or the table does not exist yet.
         """
-        try:
-            with Warehouse(self.warehouse_path).read() as con:
-                return con.sql(f"SELECT * FROM {name}").to_arrow_table()
-        except WarehouseNotBuiltError as error:
-            raise self._not_run(f"The warehouse {self.warehouse_path}") from error
-        except duckdb.CatalogException as error:
-            raise self._not_run(f"The table {name} in {self.warehouse_path}") from error
+        return self._require(Warehouse(self.warehouse_path), name)
 
     def quality_issues(self, column: str | None = None) -> list[QualityIssue]:
         """The values Notion holds that could not be read, newest first, read from the lake.

@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -23,34 +23,56 @@ import pyarrow as pa
 
 from leads_pipeline.duck import scratch_connection
 from leads_pipeline.property_map import EVENT_COLUMNS
+from leads_pipeline.tables import LINEAGE_TABLE, Grain
+from leads_pipeline.tables import grain as grain_named
 
-SCHEMA = "analytics"
-WEEKLY_TABLE = f"{SCHEMA}.weekly_event_counts"
-MONTHLY_TABLE = f"{SCHEMA}.monthly_event_counts"
-#: What each published table was computed from, so an unchanged input is not recomputed.
-LINEAGE_TABLE = f"{SCHEMA}._lineage"
-
-#: Period label and start column, truncation unit, step and label format, by grain.
-GRAINS: dict[str, tuple[str, str, str, str, str]] = {
-    "week": ("semaine", "week_start", "week", "7 DAY", "%G-W%V"),
-    "month": ("mois", "month_start", "month", "1 MONTH", "%Y-%m"),
-}
+#: The command that builds every warehouse table (named in "not built yet" messages).
+BUILD_COMMAND = "dg launch --job sync_leads"
 
 
 class WarehouseNotBuiltError(RuntimeError):
     """The warehouse file, or a table in it, does not exist yet."""
 
 
-def event_counts_sql(relation: str, grain: str) -> str:
-    """SQL counting each event column's non-null dates per ISO week or calendar month.
+class TableNotBuiltError(WarehouseNotBuiltError):
+    """The warehouse file exists but not this table in it (yet)."""
+
+
+def zero_filled_sql(grain: Grain, relation: str, columns: Sequence[str]) -> str:
+    """SQL giving one row per period of ``grain``, with zeros where ``relation`` has none.
+
+    Any family of per-period tables can use it: ``relation`` (a table, view or CTE) holds a
+    ``period_start DATE`` column (the first day of a period of ``grain``) and ``columns``. The
+    result has the grain's label column, its start column, then ``columns`` as ``BIGINT``, for
+    every period from the first to the last ``period_start`` of ``relation``, oldest first.
+
+    Args:
+        grain: The time grain of the periods.
+        relation: Name of the relation holding ``period_start`` and ``columns``.
+        columns: The columns to carry, zero where a period is missing from ``relation``.
+    """
+    periods = (
+        f"SELECT unnest(generate_series(min(period_start), max(period_start), "
+        f"INTERVAL {grain.step}))::DATE AS period_start FROM {relation}"
+    )
+    values = "".join(f", coalesce(a.{c}, 0)::BIGINT AS {c}" for c in columns)
+    return f"""
+        SELECT {grain.label_sql("p.period_start")} AS {grain.label},
+               p.period_start AS {grain.start_column}{values}
+        FROM ({periods}) p LEFT JOIN {relation} a USING (period_start)
+        ORDER BY p.period_start
+    """
+
+
+def event_counts_sql(relation: str, grain: Grain) -> str:
+    """SQL counting each event column's non-null dates per period of ``grain``.
 
     Every period between the first and the last event appears, with zeros where nothing happened.
 
     Args:
         relation: Name of the relation holding the ``leads`` columns.
-        grain: ``"week"`` or ``"month"``.
+        grain: The time grain (e.g. :data:`leads_pipeline.tables.WEEK`).
     """
-    label, start, unit, step, fmt = GRAINS[grain]
     # Counting per distinct day first reduces a million dates to a few hundred before truncating.
     per_day = "\n            UNION ALL\n            ".join(
         f"SELECT '{c}' AS event, {c} AS day, count(*) AS n FROM {relation} "
@@ -60,30 +82,28 @@ def event_counts_sql(relation: str, grain: str) -> str:
     counts = ",\n               ".join(
         f"sum(n) FILTER (WHERE event = '{c}') AS {c}" for c in EVENT_COLUMNS
     )
-    zero_filled = ", ".join(f"coalesce(a.{c}, 0)::BIGINT AS {c}" for c in EVENT_COLUMNS)
     return f"""
         WITH per_day AS (
             {per_day}
         ),
         counted AS (
-            SELECT date_trunc('{unit}', day)::DATE AS period_start,
+            SELECT {grain.start_sql("day")} AS period_start,
                {counts}
             FROM per_day GROUP BY 1
-        ),
-        periods AS (
-            SELECT unnest(generate_series(min(period_start), max(period_start),
-                                          INTERVAL {step}))::DATE AS period_start
-            FROM counted
         )
-        SELECT strftime(p.period_start, '{fmt}') AS {label}, p.period_start AS {start},
-               {zero_filled}
-        FROM periods p LEFT JOIN counted a USING (period_start)
-        ORDER BY p.period_start
+        {zero_filled_sql(grain, "counted", EVENT_COLUMNS)}
     """
 
 
-def compute_event_counts(leads: pa.dataset.Dataset | pa.Table, grain: str) -> pa.Table:
-    """Runs :func:`event_counts_sql` over an Arrow dataset or table of ``leads``."""
+def compute_event_counts(leads: pa.dataset.Dataset | pa.Table, grain: Grain | str) -> pa.Table:
+    """Runs :func:`event_counts_sql` over an Arrow dataset or table of ``leads``.
+
+    Args:
+        leads: The ``leads`` rows (at least the event columns).
+        grain: A :class:`~leads_pipeline.tables.Grain` or its name (``"week"``).
+    """
+    if isinstance(grain, str):
+        grain = grain_named(grain)
     con = scratch_connection(dedicated=True)
     try:
         con.register("leads", leads)
@@ -181,16 +201,68 @@ class Warehouse:
                 with contextlib.suppress(FileNotFoundError):
                     staging.unlink()
 
+    def require_table(self, table: str, order_by: str | None = None) -> pa.Table:
+        """All rows of ``table`` (``schema.name``), from the current snapshot.
+
+        Args:
+            table: Qualified name of the table.
+            order_by: SQL ``ORDER BY`` expression (e.g. a column name); stored order if None.
+
+        Raises:
+            WarehouseNotBuiltError: If the warehouse file does not exist yet.
+            TableNotBuiltError: If the file exists but holds no ``table`` yet.
+        """
+        order = f" ORDER BY {order_by}" if order_by else ""
+        with self.read() as con:
+            try:
+                return con.sql(f"SELECT * FROM {table}{order}").to_arrow_table()
+            except duckdb.CatalogException as error:
+                raise TableNotBuiltError(
+                    f"The table {table} is not in the warehouse {self.path} yet. Build it "
+                    f"with: {BUILD_COMMAND}"
+                ) from error
+
+    def read_table(self, table: str, order_by: str | None = None) -> pa.Table | None:
+        """All rows of ``table`` as :meth:`require_table` reads them; None if it is not built."""
+        try:
+            return self.require_table(table, order_by)
+        except WarehouseNotBuiltError:
+            return None
+
     def holds(self, table: str, rows: pa.Table) -> bool:
         """Whether ``table`` is published with exactly ``rows`` (same columns, types, values)."""
-        if not self.path.exists():
+        current = self.read_table(table)
+        return current is not None and current.schema == rows.schema and current.equals(rows)
+
+    def publish_changed(self, table: str, rows: pa.Table) -> bool:
+        """Publishes ``rows`` as ``table`` unless it already holds exactly them.
+
+        An unchanged table (a sync that changed nothing) then costs no new copy of the file.
+
+        Returns:
+            Whether ``table`` was published.
+        """
+        if self.holds(table, rows):
             return False
-        try:
-            with self.read() as con:
-                current = con.sql(f"SELECT * FROM {table}").to_arrow_table()
-        except duckdb.CatalogException:
-            return False
-        return current.schema == rows.schema and current.equals(rows)
+        self.publish({table: rows})
+        return True
+
+    def published_from(
+        self, table: str, origin: str, order_by: str | None = None
+    ) -> pa.Table | None:
+        """The rows of ``table`` if it was last published from ``origin``; None otherwise.
+
+        ``origin`` is the lineage given to :meth:`publish` (what the table was computed from):
+        when it is unchanged, the published rows can be reused instead of recomputed.
+
+        Args:
+            table: Qualified name of the table.
+            origin: What the caller would compute the table from now.
+            order_by: As for :meth:`require_table`.
+        """
+        if self.lineage(table) != origin:
+            return None
+        return self.read_table(table, order_by)
 
     def lineage(self, table: str) -> str | None:
         """What ``table`` was last computed from, as given to :meth:`publish`; None if unknown."""
@@ -225,8 +297,7 @@ class Warehouse:
         """
         if not self.path.exists():
             raise WarehouseNotBuiltError(
-                f"The warehouse {self.path} does not exist yet. Build it with: "
-                "dg launch --job sync_leads"
+                f"The warehouse {self.path} does not exist yet. Build it with: {BUILD_COMMAND}"
             )
         if self.keep_reader_open:
             with self._reader_lock:

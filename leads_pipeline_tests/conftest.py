@@ -1,29 +1,34 @@
 """Shared fixtures: temporary lakes and warehouses, and resources pointing at them."""
 
+import os
+
 import pytest
 
 from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
-from leads_pipeline.settings import NOTION_TUNING_KNOBS
+from leads_pipeline.settings import VARIABLES
 from leads_pipeline.sources.sample import SampleLeadsSource
 
 pytest_plugins = ["leads_pipeline_tests.notion_fixtures"]
 
 
+def pytest_configure(config):
+    """Clears the developer's settings before any test module is imported.
+
+    Some modules build the definitions when imported (``from leads_pipeline.definitions import
+    defs``), before any fixture runs; subprocesses the tests start inherit the cleared environment.
+    """
+    for name in VARIABLES:
+        os.environ.pop(name, None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch, tmp_path):
-    """No test reads the developer's configuration or writes into the working directory."""
-    for name in (
-        "LEADS_SOURCE",
-        "NOTION_TOKEN",
-        "NOTION_DATABASE_ID",
-        "NOTION_DATA_SOURCE_ID",
-        "NOTION_API_BASE_URL",
-        "NOTION_API_VERSION",
-        "LEADS_LAKE_URI",
-        "LEADS_WAREHOUSE_PATH",
-        "LEADS_PROPERTY_MAP",
-        *(knob.variable for knob in NOTION_TUNING_KNOBS),
-    ):
+    """No test reads the developer's configuration or writes into the working directory.
+
+    Every variable the settings read (:data:`leads_pipeline.settings.VARIABLES`) is unset, also
+    after a test that set one.
+    """
+    for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 

@@ -7,7 +7,8 @@ from datetime import date
 import pyarrow as pa
 
 from leads_pipeline.property_map import EVENT_COLUMNS
-from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, Warehouse
+from leads_pipeline.tables import MONTH, WEEK
+from leads_pipeline.warehouse import Warehouse
 
 #: Counts are given in the warehouse's column order.
 COUNT_ORDER = EVENT_COLUMNS
@@ -51,9 +52,9 @@ def publish_counts(
     """Publishes the given crafted tables into the warehouse at ``path``."""
     tables = {}
     if weekly is not None:
-        tables[WEEKLY_TABLE] = weekly_table(weekly)
+        tables[WEEK.table()] = weekly_table(weekly)
     if monthly is not None:
-        tables[MONTHLY_TABLE] = monthly_table(monthly)
+        tables[MONTH.table()] = monthly_table(monthly)
     warehouse = Warehouse(path)
     warehouse.publish(tables)
     return warehouse

@@ -15,20 +15,24 @@ from leads_pipeline.checks import (
     LEADS_ID_CHECK,
     QUALITY_SHARE_CHECK,
     RECONCILE_CHECK,
+    RECONCILE_CHECKS,
     leads_freshness_policy,
     leads_id_unique_and_not_null,
-    monthly_counts_reconcile,
     quality_max_share,
+    quality_share_check,
     share_of_leads_with_issues,
-    weekly_counts_reconcile,
 )
 from leads_pipeline.definitions import defs
 from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.resources import LakeResource, WarehouseResource
 from leads_pipeline.settings import ConfigurationError
-from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, Warehouse, compute_event_counts
+from leads_pipeline.tables import MONTH, WEEK
+from leads_pipeline.warehouse import Warehouse, compute_event_counts
 
 D = dt.date
+WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()
+weekly_counts_reconcile = RECONCILE_CHECKS[WEEK.name]
+monthly_counts_reconcile = RECONCILE_CHECKS[MONTH.name]
 
 
 def leads_table(rows: list[dict]) -> pa.Table:
@@ -223,11 +227,12 @@ def test_quality_share_warns_over_the_threshold(lake):
     assert "2 of 10 leads (20.0%)" in result.description
 
 
-def test_quality_threshold_is_configurable(lake, monkeypatch):
+def test_quality_threshold_is_configurable(lake):
     write_leads(lake, [{"id": str(i)} for i in range(10)])
     write_issues(lake, ["1", "2"])
-    monkeypatch.setenv("LEADS_QUALITY_ISSUES_MAX_SHARE", "0.25")
-    assert share_of_leads_with_issues(lake=lake).passed
+    assert not share_of_leads_with_issues(lake=lake).passed  # 20 % > 5 % by default
+    configured = quality_max_share({"LEADS_QUALITY_ISSUES_MAX_SHARE": "0.25"})
+    assert quality_share_check(configured)(lake=lake).passed
     for bad in ("1.5", "-0.1", "many"):
         with pytest.raises(ConfigurationError, match="LEADS_QUALITY_ISSUES_MAX_SHARE"):
             quality_max_share({"LEADS_QUALITY_ISSUES_MAX_SHARE": bad})

@@ -10,9 +10,12 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from leads_pipeline.warehouse import WEEKLY_TABLE, Warehouse
+from leads_pipeline.tables import WEEK
+from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.lake_helpers import Workspace, metadata_of
 from leads_pipeline_tests.pages import date_value, make_page
+
+WEEKLY_TABLE = WEEK.table()
 
 
 def free_port() -> int:

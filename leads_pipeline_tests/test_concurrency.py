@@ -15,8 +15,11 @@ from leads_pipeline.assets import analytics, ingestion
 from leads_pipeline.lake import ACTION, UPSERT, DeltaLake
 from leads_pipeline.pools import LAKE_POOL, WAREHOUSE_POOL
 from leads_pipeline.sample_data import generate_pages
-from leads_pipeline.warehouse import WEEKLY_TABLE, Warehouse
+from leads_pipeline.tables import WEEK
+from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.lake_helpers import Workspace
+
+WEEKLY_TABLE = WEEK.table()
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("raw_notion_leads", "leads", "lead_quality_issues")

@@ -24,8 +24,11 @@ import pytest
 from deltalake import DeltaTable
 
 from leads_pipeline.sample_data import SAMPLE_DATABASE_ID
-from leads_pipeline.warehouse import WEEKLY_TABLE, Warehouse
+from leads_pipeline.tables import WEEK
+from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.fake_notion import DEFAULT_TOKEN
+
+WEEKLY_TABLE = WEEK.table()
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = Path(sys.executable).with_name("dagster")

@@ -18,7 +18,10 @@ from leads_pipeline.assets import analytics, ingestion
 from leads_pipeline.checks import CHECKS
 from leads_pipeline.jobs import sync_leads
 from leads_pipeline.pools import LAKE_POOL
-from leads_pipeline.warehouse import WEEKLY_TABLE, Warehouse
+from leads_pipeline.tables import WEEK
+from leads_pipeline.warehouse import Warehouse
+
+WEEKLY_TABLE = WEEK.table()
 
 DEPLOY_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 URL_VARIABLE = "LEADS_TEST_POSTGRES_URL"

@@ -19,9 +19,7 @@ from leads_pipeline.automation import follow_upstream
 from leads_pipeline.funnel import (
     FUNNEL_MATCHES_COUNTS,
     FUNNEL_RATIOS_WELL_FORMED,
-    FUNNEL_TABLE,
     OBJECTIVES_MATCH_COUNTS,
-    OBJECTIVES_TABLE,
     OBJECTIVES_WINDOW_COMPLETE,
     OBJECTIVES_WINDOW_RECENT,
     check_funnel_matches_counts,
@@ -37,8 +35,11 @@ from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.resources import LakeResource, WarehouseResource
 from leads_pipeline.sample_data import generate_pages
 from leads_pipeline.serving import LeadsAnalytics
-from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, Warehouse
+from leads_pipeline.tables import FUNNEL_TABLE, MONTH, OBJECTIVES_TABLE, WEEK
+from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.crafted_counts import monthly_table, publish_counts, weekly_table
+
+WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()
 
 # (contact, reply, proposed, booked, follow-up) per month.
 MONTHS = {

@@ -26,7 +26,6 @@ from leads_pipeline.assets import analytics, ingestion
 from leads_pipeline.checks import CHECKS, HISTORY_CHECK
 from leads_pipeline.history import (
     HISTORY_ONLY_COLUMNS,
-    HISTORY_TABLE,
     LEADS_VERSION_KEY,
     PROBLEMS,
     derive_history,
@@ -36,9 +35,8 @@ from leads_pipeline.history import (
 from leads_pipeline.jobs import refresh_leads, sync_leads
 from leads_pipeline.lake import ACTION, DELETE, UPSERT, DeltaLake
 from leads_pipeline.maintenance import maintain_table
-from leads_pipeline.raw_store import RAW_TABLE
 from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
-from leads_pipeline.transform import LEADS_TABLE
+from leads_pipeline.tables import HISTORY_TABLE, LEADS_TABLE, RAW_TABLE
 from leads_pipeline_tests.fake_notion import iso_minute
 from leads_pipeline_tests.notion_fixtures import notion_source
 from leads_pipeline_tests.test_cloud_storage import s3_endpoint  # noqa: F401 (a fixture)

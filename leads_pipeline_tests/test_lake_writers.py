@@ -25,14 +25,17 @@ from deltalake.exceptions import CommitFailedError
 from leads_pipeline.assets import ingestion
 from leads_pipeline.lake import ACTION, UPSERT, DeltaLake
 from leads_pipeline.property_map import load_property_map, resolve
-from leads_pipeline.raw_store import RAW_SCHEMA, RAW_TABLE, append_raw, load_schema, pages_to_raw
+from leads_pipeline.raw_store import RAW_SCHEMA, append_raw, load_schema, pages_to_raw
 from leads_pipeline.sample_data import SAMPLE_DATABASE_ID
-from leads_pipeline.transform import LEADS_TABLE, derive_leads
-from leads_pipeline.warehouse import WEEKLY_TABLE, Warehouse
+from leads_pipeline.tables import LEADS_TABLE, RAW_TABLE, WEEK
+from leads_pipeline.transform import derive_leads
+from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.fake_notion import DEFAULT_TOKEN, FakeNotion
 from leads_pipeline_tests.lake_helpers import Workspace, metadata_of
 from leads_pipeline_tests.pages import date_value, make_page, rich
 from leads_pipeline_tests.test_cloud_storage import s3_endpoint  # noqa: F401 (a fixture)
+
+WEEKLY_TABLE = WEEK.table()
 
 REPO = Path(__file__).resolve().parents[1]
 CONTACT = "Date de prise de contact"

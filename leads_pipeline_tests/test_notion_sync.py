@@ -16,9 +16,12 @@ from leads_pipeline.resource_factory import build_resources
 from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
 from leads_pipeline.sample_data import SAMPLE_DATA_SOURCE_ID, SAMPLE_SCHEMA, generate_pages
 from leads_pipeline.settings import load_settings
-from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, Warehouse
+from leads_pipeline.tables import MONTH, WEEK
+from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.fake_notion import DEFAULT_TOKEN, FakeNotion, Fault
 from leads_pipeline_tests.notion_fixtures import notion_source
+
+WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()
 
 ASSETS = [*ingestion.ASSETS, *analytics.ASSETS]
 TABLES = ("raw_notion_leads", "leads", "lead_quality_issues")

@@ -12,7 +12,10 @@ from deltalake import DeltaTable
 from leads_pipeline.assets import analytics, ingestion
 from leads_pipeline.property_map import DEFAULT_COLUMNS, EVENT_COLUMNS
 from leads_pipeline.sample_data import generate_pages
-from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, Warehouse
+from leads_pipeline.tables import MONTH, WEEK
+from leads_pipeline.warehouse import Warehouse
+
+WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()
 
 ASSETS = [*ingestion.ASSETS, *analytics.ASSETS]
 TABLES = ("raw_notion_leads", "leads", "lead_quality_issues")

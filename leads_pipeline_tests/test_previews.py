@@ -14,6 +14,7 @@ import pytest
 
 from leads_pipeline.assets import ingestion
 from leads_pipeline.metadata import mask_email, mask_name, mask_phone, notion_link
+from leads_pipeline.resource_factory import build_resources
 from leads_pipeline.sample_data import cached_pages
 from leads_pipeline.settings import ConfigurationError, full_previews_enabled, load_settings
 from leads_pipeline_tests.lake_helpers import Workspace, metadata_of
@@ -91,9 +92,13 @@ def test_no_customer_data_in_any_materialization(sample_resources, sample_pages,
     assert any(status in leads_preview for status in statuses)
 
 
-def test_full_previews_show_customer_data(sample_resources, sample_pages, monkeypatch):
-    monkeypatch.setenv("LEADS_FULL_PREVIEWS", "true")
-    texts = _metadata_text(_materialize_sample(sample_resources))
+def test_full_previews_show_customer_data(sample_resources, sample_pages, lake_uri):
+    # As build_resources sets it from LEADS_FULL_PREVIEWS=true.
+    lake = build_resources(
+        load_settings({"LEADS_FULL_PREVIEWS": "true", "LEADS_LAKE_URI": lake_uri})
+    )["lake"]
+    assert lake.full_previews is True
+    texts = _metadata_text(_materialize_sample({**sample_resources, "lake": lake}))
     secrets = _sample_customer_data(sample_pages)
     shown = [secret for secret in secrets if secret in texts["leads"]]
     # Ten leads previewed: their names, emails, phones and URLs, minus the empty ones.

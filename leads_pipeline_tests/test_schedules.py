@@ -1,20 +1,23 @@
 """Schedules: names, crons in Paris time, environment overrides and default statuses."""
 
 import datetime as dt
+import importlib
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
 
+from leads_pipeline import definitions
 from leads_pipeline.definitions import defs
-from leads_pipeline.schedules import (
+from leads_pipeline.schedules import build_schedules
+from leads_pipeline.settings import (
     DEFAULT_MAINTAIN_CRON,
     DEFAULT_REFRESH_CRON,
     DEFAULT_SYNC_CRON,
     TIMEZONE,
-    build_schedules,
+    ConfigurationError,
+    load_settings,
 )
-from leads_pipeline.settings import ConfigurationError
 
 NOTION_ENV = {"LEADS_SOURCE": "notion", "NOTION_TOKEN": "secret", "NOTION_DATABASE_ID": "db"}
 PARIS = ZoneInfo("Europe/Paris")
@@ -22,6 +25,11 @@ PARIS = ZoneInfo("Europe/Paris")
 
 def by_name(schedules) -> dict[str, dg.ScheduleDefinition]:
     return {s.name: s for s in schedules}
+
+
+def schedules_for(env: dict[str, str]) -> list[dg.ScheduleDefinition]:
+    """The schedules the definitions build in environment ``env``."""
+    return build_schedules(load_settings(env))
 
 
 def test_definitions_hold_the_three_schedules_in_paris_time():
@@ -39,26 +47,26 @@ def test_definitions_hold_the_three_schedules_in_paris_time():
 
 
 def test_default_crons():
-    schedules = by_name(build_schedules({}))
+    schedules = by_name(schedules_for({}))
     assert schedules["sync_leads_schedule"].cron_schedule == DEFAULT_SYNC_CRON == "*/15 * * * *"
     assert schedules["refresh_leads_schedule"].cron_schedule == DEFAULT_REFRESH_CRON
     assert schedules["maintain_lake_schedule"].cron_schedule == DEFAULT_MAINTAIN_CRON
 
 
 def test_sample_source_never_schedules_network_runs_by_default():
-    schedules = by_name(build_schedules({}))
+    schedules = by_name(schedules_for({}))
     assert schedules["sync_leads_schedule"].default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedules["refresh_leads_schedule"].default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedules["maintain_lake_schedule"].default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 def test_notion_source_runs_every_schedule_by_default():
-    schedules = build_schedules(NOTION_ENV)
+    schedules = schedules_for(NOTION_ENV)
     assert {s.default_status for s in schedules} == {dg.DefaultScheduleStatus.RUNNING}
 
 
 def test_stopped_schedules_say_why_and_how_to_start_them():
-    schedules = by_name(build_schedules({}))
+    schedules = by_name(schedules_for({}))
     for name, job in (
         ("sync_leads_schedule", "sync_leads"),
         ("refresh_leads_schedule", "refresh_leads"),
@@ -78,7 +86,7 @@ def test_stopped_schedules_say_why_and_how_to_start_them():
 
 
 def test_running_schedules_say_what_they_do_without_a_stop_note():
-    schedules = by_name(build_schedules({**NOTION_ENV, "LEADS_SYNC_CRON": "*/5 * * * *"}))
+    schedules = by_name(schedules_for({**NOTION_ENV, "LEADS_SYNC_CRON": "*/5 * * * *"}))
     for schedule in schedules.values():
         assert "Stopped" not in schedule.description
         assert "bundled sample" not in schedule.description
@@ -92,7 +100,7 @@ def test_running_schedules_say_what_they_do_without_a_stop_note():
 
 def test_crons_are_overridable_by_environment():
     schedules = by_name(
-        build_schedules(
+        schedules_for(
             {
                 "LEADS_SYNC_CRON": "*/5 * * * *",
                 "LEADS_REFRESH_CRON": " 0 3 * * * ",
@@ -111,7 +119,25 @@ def test_crons_are_overridable_by_environment():
 @pytest.mark.parametrize("value", ["every minute", "61 * * * *", "* * *"])
 def test_an_invalid_cron_names_its_variable(variable, value):
     with pytest.raises(ConfigurationError, match=variable):
-        build_schedules({variable: value})
+        schedules_for({variable: value})
+
+
+def test_the_definitions_take_their_crons_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LEADS_SYNC_CRON", "*/5 * * * *")
+    monkeypatch.setenv("LEADS_MAINTAIN_CRON", "0 5 * * 6")
+    defs = importlib.reload(definitions).defs
+    crons = {s.name: s.cron_schedule for s in defs.schedules}
+    assert crons == {
+        "sync_leads_schedule": "*/5 * * * *",
+        "refresh_leads_schedule": DEFAULT_REFRESH_CRON,
+        "maintain_lake_schedule": "0 5 * * 6",
+    }
+    monkeypatch.setenv("LEADS_REFRESH_CRON", "every night")
+    with pytest.raises(ConfigurationError, match="LEADS_REFRESH_CRON='every night'"):
+        importlib.reload(definitions)
+    for name in ("LEADS_SYNC_CRON", "LEADS_MAINTAIN_CRON", "LEADS_REFRESH_CRON"):
+        monkeypatch.delenv(name)
+    importlib.reload(definitions)  # as the other tests expect it
 
 
 def _ticks(schedule: dg.ScheduleDefinition, start: dt.datetime, count: int) -> list[dt.datetime]:
@@ -125,7 +151,7 @@ def _ticks(schedule: dg.ScheduleDefinition, start: dt.datetime, count: int) -> l
 
 
 def test_ticks_follow_paris_wall_clock_across_daylight_saving():
-    schedules = by_name(build_schedules({}))
+    schedules = by_name(schedules_for({}))
     # The night of 2025-03-30 loses an hour in Paris: the refresh stays at 02:30 local time… or
     # the first valid instant after it, never drifting to UTC.
     refresh = _ticks(
@@ -153,7 +179,7 @@ def test_ticks_follow_paris_wall_clock_across_daylight_saving():
     ],
 )
 def test_each_schedule_evaluates_to_a_run_of_its_job(name, job):
-    schedule = by_name(build_schedules(NOTION_ENV))[name]
+    schedule = by_name(schedules_for(NOTION_ENV))[name]
     # The context is entered and left inside the instance's block: one left to the garbage
     # collector would later restore a closed instance as Dagster's current one.
     paris_night = dt.datetime(2025, 6, 2, 2, 30, tzinfo=PARIS)

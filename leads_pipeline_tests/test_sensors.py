@@ -6,23 +6,35 @@ import dagster as dg
 import pytest
 
 from leads_pipeline.assets import analytics, ingestion
-from leads_pipeline.raw_store import RAW_TABLE
 from leads_pipeline.resources import LakeResource
 from leads_pipeline.sensors import (
-    DEFAULT_INTERVAL_SECONDS,
     PROBE_RETRY_SECONDS,
     build_notion_changes_sensor,
+    build_sensors,
     lake_watermark,
-    notion_changes_sensor,
-    sensor_interval,
 )
-from leads_pipeline.settings import ConfigurationError
+from leads_pipeline.settings import (
+    DEFAULT_SENSOR_INTERVAL_SECONDS,
+    ConfigurationError,
+    Settings,
+    load_settings,
+)
 from leads_pipeline.sources.notion_http import NotionAccessError
 from leads_pipeline.sources.sample import SampleLeadsSource
+from leads_pipeline.tables import RAW_TABLE
 from leads_pipeline_tests.fake_notion import Fault
 from leads_pipeline_tests.notion_fixtures import notion_source
 
 INGESTION = [*ingestion.ASSETS, *analytics.ASSETS]
+
+
+def sensor_for(env: dict[str, str]) -> dg.SensorDefinition:
+    """The sensor the definitions build in environment ``env``."""
+    return build_notion_changes_sensor(load_settings(env))
+
+
+#: The sensor with the default settings (the sample source, a 60 s interval).
+notion_changes_sensor = build_notion_changes_sensor(Settings())
 
 
 def tick(instance, resources: dict, cursor: str | None = None):
@@ -44,21 +56,23 @@ def sync(resources: dict, instance) -> None:
 
 def test_sensor_targets_sync_leads_and_runs_by_default_only_for_notion():
     assert notion_changes_sensor.job_name == "sync_leads"
-    assert build_notion_changes_sensor({}).default_status == dg.DefaultSensorStatus.STOPPED
-    notion = build_notion_changes_sensor(
-        {"LEADS_SOURCE": "notion", "NOTION_TOKEN": "t", "NOTION_DATABASE_ID": "d"}
-    )
+    assert sensor_for({}).default_status == dg.DefaultSensorStatus.STOPPED
+    notion = sensor_for({"LEADS_SOURCE": "notion", "NOTION_TOKEN": "t", "NOTION_DATABASE_ID": "d"})
     assert notion.default_status == dg.DefaultSensorStatus.RUNNING
-    assert notion.minimum_interval_seconds == DEFAULT_INTERVAL_SECONDS
+    assert notion.minimum_interval_seconds == DEFAULT_SENSOR_INTERVAL_SECONDS == 60
+    assert [sensor.name for sensor in build_sensors(Settings())] == [
+        "notion_changes_sensor",
+        "leads_automation_sensor",
+    ]
 
 
 def test_sensor_description_says_why_it_is_stopped_and_what_it_does():
-    stopped = build_notion_changes_sensor({"LEADS_SENSOR_INTERVAL_SECONDS": "90"}).description
+    stopped = sensor_for({"LEADS_SENSOR_INTERVAL_SECONDS": "90"}).description
     assert stopped.startswith("Stopped by default because the source is the bundled sample")
     assert "LEADS_SOURCE=sample" in stopped and "Start it in the UI" in stopped
     assert "NOTION_TOKEN" in stopped and "NOTION_DATABASE_ID" in stopped
     assert "every 90 s" in stopped and "runs sync_leads only when" in stopped
-    running = build_notion_changes_sensor(
+    running = sensor_for(
         {"LEADS_SOURCE": "notion", "NOTION_TOKEN": "t", "NOTION_DATABASE_ID": "d"}
     ).description
     assert running.startswith("Running by default because the source is Notion.")
@@ -66,14 +80,11 @@ def test_sensor_description_says_why_it_is_stopped_and_what_it_does():
 
 
 def test_interval_is_configurable_and_validated():
-    assert sensor_interval({"LEADS_SENSOR_INTERVAL_SECONDS": "5"}) == 5
-    assert (
-        build_notion_changes_sensor({"LEADS_SENSOR_INTERVAL_SECONDS": "7"}).minimum_interval_seconds
-        == 7
-    )
+    assert load_settings({"LEADS_SENSOR_INTERVAL_SECONDS": "5"}).sensor_interval_seconds == 5
+    assert sensor_for({"LEADS_SENSOR_INTERVAL_SECONDS": "7"}).minimum_interval_seconds == 7
     for bad in ("0", "-3", "soon"):
         with pytest.raises(ConfigurationError, match="LEADS_SENSOR_INTERVAL_SECONDS"):
-            sensor_interval({"LEADS_SENSOR_INTERVAL_SECONDS": bad})
+            load_settings({"LEADS_SENSOR_INTERVAL_SECONDS": bad})
 
 
 # -- sample source (no network) ---------------------------------------------------------------

@@ -18,8 +18,11 @@ from leads_pipeline.serving import (
     PipelineNotRunError,
     WeeklyEventCount,
 )
-from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, Warehouse
+from leads_pipeline.tables import MONTH, WEEK
+from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.crafted_counts import monthly_table, publish_counts, weekly_table
+
+WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()
 
 # The examples of the old service's documentation, verbatim (key order included).
 OLD_WEEK_EXAMPLE = (
@@ -192,7 +195,8 @@ def test_ingestion_status_after_a_sample_run(sample_resources, lake_uri, warehou
 
 def test_ingestion_status_before_leads_is_built(lake_uri):
     from leads_pipeline.lake import DeltaLake
-    from leads_pipeline.raw_store import RAW_SCHEMA, RAW_TABLE
+    from leads_pipeline.raw_store import RAW_SCHEMA
+    from leads_pipeline.tables import RAW_TABLE
 
     DeltaLake(lake_uri).ensure(RAW_TABLE, RAW_SCHEMA, {"source": "sample"})
     status = LeadsAnalytics(lake_uri=lake_uri, warehouse_path="missing.duckdb").ingestion_status()

@@ -1,12 +1,20 @@
 """Environment configuration: defaults, source selection and errors that name the variable."""
 
+import os
+import re
+import subprocess
+import sys
+from dataclasses import FrozenInstanceError, fields
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
+from leads_pipeline import settings as settings_module
 from leads_pipeline.property_map import PropertyMapError, load_property_map, resolve
 from leads_pipeline.resource_factory import build_source
 from leads_pipeline.sample_data import SAMPLE_SCHEMA
-from leads_pipeline.settings import ConfigurationError, load_settings
+from leads_pipeline.settings import VARIABLES, ConfigurationError, Settings, load_settings
 from leads_pipeline.sources.notion import NotionLeadsSource
 
 
@@ -284,3 +292,128 @@ def test_a_bad_tuning_value_fails_at_load_naming_the_variable(variable, value, w
         assert message.startswith(f"{variable}={value!r} is not valid (")
         assert why in message and rule in message
         assert "unset it to use the default" in message
+
+
+# -- one configuration -------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A variable name in quotes or backticks (a name the settings module defines is not one).
+_NAME = re.compile(r"[`'\"]((?:LEADS|NOTION)_[A-Z][A-Z0-9_]*)[`'\"]")
+
+
+def test_every_variable_named_in_the_settings_module_is_read():
+    source = Path(settings_module.__file__).read_text(encoding="utf-8")
+    named = {name for name in _NAME.findall(source) if not hasattr(settings_module, name)}
+    assert len(named) >= 20
+    assert named <= set(VARIABLES)
+    assert len(set(VARIABLES)) == len(VARIABLES)
+
+
+def _readme_table_variables() -> set[str]:
+    """The variables of the first column of the README's configuration table."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `((?:LEADS|NOTION)_[A-Z0-9_]+)` \|", section, flags=re.MULTILINE))
+
+
+def test_every_documented_variable_is_read():
+    table = _readme_table_variables()
+    assert {"LEADS_SOURCE", "NOTION_TOKEN", "NOTION_PAGE_SIZE"} <= table
+    assert table <= set(VARIABLES)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    mentioned = set(re.findall(r"`((?:LEADS|NOTION)_[A-Z][A-Z0-9_]*)", readme))
+    assert "LEADS_SYNC_CRON" in mentioned
+    assert {name for name in mentioned if not name.startswith("LEADS_TEST_")} <= set(VARIABLES)
+
+
+def test_the_settings_are_frozen_and_their_defaults_are_an_empty_environment():
+    settings = load_settings({})
+    assert settings == Settings()
+    with pytest.raises(FrozenInstanceError):
+        settings.sync_cron = "* * * * *"  # type: ignore[misc]
+    assert {spec.name for spec in fields(Settings)} >= {
+        "sync_cron",
+        "refresh_cron",
+        "maintain_cron",
+        "sensor_interval_seconds",
+        "freshness_fail_minutes",
+        "freshness_warn_minutes",
+        "quality_max_share",
+        "sample_day",
+    }
+
+
+def test_every_further_setting_is_read_once_at_load():
+    env = {
+        "LEADS_SYNC_CRON": " */5 * * * * ",
+        "LEADS_REFRESH_CRON": "0 3 * * *",
+        "LEADS_MAINTAIN_CRON": "0 5 * * 6",
+        "LEADS_SENSOR_INTERVAL_SECONDS": "90",
+        "LEADS_FRESHNESS_FAIL_MINUTES": "30",
+        "LEADS_FRESHNESS_WARN_MINUTES": "10",
+        "LEADS_QUALITY_ISSUES_MAX_SHARE": "0.25",
+        "LEADS_SAMPLE_DAY": "3",
+    }
+    settings = load_settings(env)
+    assert (settings.sync_cron, settings.refresh_cron, settings.maintain_cron) == (
+        "*/5 * * * *",
+        "0 3 * * *",
+        "0 5 * * 6",
+    )
+    assert settings.sensor_interval_seconds == 90
+    assert (settings.freshness_fail_minutes, settings.freshness_warn_minutes) == (30, 10)
+    assert settings.quality_max_share == 0.25
+    assert settings.sample_day == 3
+    # The warn window's default follows the fail window: no warning when it would not be shorter.
+    assert load_settings({"LEADS_FRESHNESS_FAIL_MINUTES": "45"}).freshness_warn_minutes == 0
+    assert load_settings({}).freshness_warn_minutes == 60
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LEADS_SAMPLE_DAY", "-1"),
+        ("LEADS_SAMPLE_DAY", "tomorrow"),
+        ("LEADS_SENSOR_INTERVAL_SECONDS", "0"),
+        ("LEADS_FRESHNESS_FAIL_MINUTES", "inf"),
+        ("LEADS_FRESHNESS_WARN_MINUTES", "-1"),
+        ("LEADS_QUALITY_ISSUES_MAX_SHARE", "1.5"),
+    ],
+)
+def test_a_bad_further_setting_fails_at_load_naming_the_variable(variable, value):
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({variable: value})
+    assert str(caught.value).startswith(f"{variable}={value!r} is not valid (")
+    assert "unset it to use the default" in str(caught.value)
+
+
+def test_the_sample_day_reaches_the_sample_source():
+    assert build_source(load_settings({"LEADS_SAMPLE_DAY": "2"})).day == 2
+    assert build_source(load_settings({})).day is None
+
+
+def test_no_variable_of_the_developer_reaches_a_test():
+    """Alone, it checks the environment fixture; run by the test below, the whole isolation."""
+    assert not [name for name in VARIABLES if name in os.environ]
+    assert load_settings() == Settings()
+    import leads_pipeline.definitions as definitions  # imported as test modules import it
+
+    crons = {s.name: s.cron_schedule for s in definitions.defs.schedules}
+    assert crons["sync_leads_schedule"] == Settings().sync_cron == "*/15 * * * *"
+
+
+def test_a_developer_setting_does_not_leak_into_tests():
+    """A developer's own LEADS_SYNC_CRON (and every other setting) stays out of the tests."""
+    developer = {name: "not a value" for name in VARIABLES}
+    developer["LEADS_SYNC_CRON"] = "*/5 * * * *"
+    node = f"{Path(__file__).relative_to(ROOT)}::test_no_variable_of_the_developer_reaches_a_test"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
+        cwd=ROOT,
+        env={**os.environ, **developer},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "1 passed" in run.stdout

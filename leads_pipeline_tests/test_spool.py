@@ -9,8 +9,9 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from leads_pipeline.lake import DeltaLake
-from leads_pipeline.raw_store import RAW_TABLE, append_raw, pages_to_raw
+from leads_pipeline.raw_store import append_raw, pages_to_raw
 from leads_pipeline.spool import RawSpool
+from leads_pipeline.tables import RAW_TABLE
 from leads_pipeline_tests.pages import make_page
 
 NOW = dt.datetime(2025, 3, 10, tzinfo=dt.UTC)

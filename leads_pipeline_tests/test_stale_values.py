@@ -14,8 +14,9 @@ from deltalake import DeltaTable
 
 from leads_pipeline.assets import analytics, ingestion
 from leads_pipeline.jobs import refresh_leads, sync_leads
-from leads_pipeline.raw_store import SCHEMA_TABLE, schema_changes
+from leads_pipeline.raw_store import schema_changes
 from leads_pipeline.sample_data import SAMPLE_SCHEMA
+from leads_pipeline.tables import SCHEMA_TABLE
 from leads_pipeline_tests.fake_notion import Fault
 from leads_pipeline_tests.notion_fixtures import notion_source
 

@@ -10,12 +10,15 @@ import pyarrow as pa
 import pytest
 
 from leads_pipeline.property_map import EVENT_COLUMNS
+from leads_pipeline.tables import GRAINS, WEEK, Grain
 from leads_pipeline.warehouse import (
-    WEEKLY_TABLE,
+    TableNotBuiltError,
     Warehouse,
     WarehouseNotBuiltError,
     compute_event_counts,
 )
+
+WEEKLY_TABLE = WEEK.table()
 
 
 def leads_with(**columns: list) -> pa.Table:
@@ -152,3 +155,70 @@ def test_a_kept_reader_sees_every_publication_of_other_writers(tmp_path):
     with reader.read() as con:
         assert con.sql("SELECT v FROM analytics.t").fetchall() == [(99,)]
     reader.close()
+
+
+@pytest.mark.parametrize("grain", GRAINS, ids=lambda g: g.name)
+def test_python_and_duckdb_agree_on_period_starts_and_labels(grain):
+    days = [dt.date(2020, 12, 27) + dt.timedelta(days=n) for n in range(0, 2300, 3)]
+    con = duckdb.connect()
+    con.register("days", pa.table({"day": pa.array(days, pa.date32())}))
+    start = grain.start_sql("day")
+    rows = con.sql(f"SELECT day, {start}, {grain.label_sql(start)} FROM days").fetchall()
+    assert rows == [(d, grain.period_start(d), grain.label_of(d)) for d in days]
+
+
+def test_a_quarter_directive_in_the_label_format_is_the_quarter():
+    quarter = Grain(
+        name="quarter",
+        adjective="quarterly",
+        label="trimestre",
+        start_column="quarter_start",
+        unit="quarter",
+        step="3 MONTH",
+        label_format="%Y-Q%q",
+        title="per quarter",
+        period="calendar quarter",
+        truncate=lambda day: day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1),
+    )
+    assert quarter.label_of(dt.date(2025, 8, 14)) == "2025-Q3"
+    sql = quarter.label_sql("DATE '2025-08-14'")
+    assert duckdb.sql(f"SELECT {sql}").fetchall() == [("2025-Q3",)]
+
+
+def test_read_table_tells_a_missing_file_or_table_from_an_empty_one(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    assert warehouse.read_table(WEEKLY_TABLE) is None
+    with pytest.raises(WarehouseNotBuiltError, match="does not exist yet"):
+        warehouse.require_table(WEEKLY_TABLE)
+    warehouse.publish({"analytics.other": pa.table({"x": [2, 1]})})
+    assert warehouse.read_table(WEEKLY_TABLE) is None
+    with pytest.raises(TableNotBuiltError, match=WEEKLY_TABLE):
+        warehouse.require_table(WEEKLY_TABLE)
+    assert warehouse.require_table("analytics.other", order_by="x")["x"].to_pylist() == [1, 2]
+    empty = pa.table({"x": pa.array([], pa.int64())})
+    warehouse.publish({"analytics.other": empty})
+    assert warehouse.read_table("analytics.other").num_rows == 0
+
+
+def test_publish_changed_copies_the_file_only_for_new_rows(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    rows = pa.table({"x": pa.array([1, 2], pa.int64())})
+    assert warehouse.publish_changed("analytics.t", rows)
+    identity = (warehouse.path.stat().st_ino, warehouse.path.stat().st_mtime_ns)
+    assert not warehouse.publish_changed("analytics.t", rows)
+    assert (warehouse.path.stat().st_ino, warehouse.path.stat().st_mtime_ns) == identity
+    changed = pa.table({"x": pa.array([1, 3], pa.int64())})
+    assert warehouse.publish_changed("analytics.t", changed)
+    assert warehouse.read_table("analytics.t").equals(changed)
+
+
+def test_published_from_reuses_rows_only_for_the_same_origin(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    rows = pa.table({"x": pa.array([2, 1], pa.int64())})
+    assert warehouse.published_from("analytics.t", "leads@1") is None  # nothing yet
+    warehouse.publish({"analytics.t": rows}, lineage={"analytics.t": "leads@1"})
+    assert warehouse.published_from("analytics.t", "leads@1", order_by="x")["x"].to_pylist() == [
+        1,
+        2,
+    ]
+    assert warehouse.published_from("analytics.t", "leads@2") is None

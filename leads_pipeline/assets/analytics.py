@@ -1,42 +1,30 @@
-"""Analytics layer: weekly and monthly event counts in DuckDB, computed over the Delta ``leads``."""
+"""Analytics layer: event counts per time grain in DuckDB, computed over the Delta ``leads``.
+
+One asset per grain of :data:`leads_pipeline.tables.GRAINS` (``weekly_event_counts``,
+``monthly_event_counts``), all built by :func:`event_counts_asset`.
+"""
 
 import hashlib
 
 import dagster as dg
-import duckdb
-import pyarrow as pa
 import pyarrow.compute as pc
 
+from leads_pipeline.assets import ANALYTICS_GROUP
 from leads_pipeline.automation import follow_upstream
 from leads_pipeline.charts import chart_metadata, event_counts_png
 from leads_pipeline.metadata import markdown_preview
 from leads_pipeline.pools import WAREHOUSE_POOL
 from leads_pipeline.property_map import EVENT_COLUMNS
-from leads_pipeline.raw_store import RAW_TABLE
 from leads_pipeline.resources import LakeResource, WarehouseResource
-from leads_pipeline.transform import LEADS_TABLE
-from leads_pipeline.warehouse import (
-    MONTHLY_TABLE,
-    WEEKLY_TABLE,
-    Warehouse,
-    compute_event_counts,
-    event_counts_sql,
-)
-
-GROUP = "analytics"
-
-
-def _published_counts(warehouse: Warehouse, table: str) -> pa.Table | None:
-    try:
-        with warehouse.read() as con:
-            return con.sql(f"SELECT * FROM {table} ORDER BY 2").to_arrow_table()
-    except duckdb.CatalogException:
-        return None
+from leads_pipeline.tables import EVENT_COUNTS, GRAINS, LEADS_TABLE, RAW_TABLE, Grain
+from leads_pipeline.warehouse import compute_event_counts, event_counts_sql
 
 
 def _materialize_counts(
-    lake: LakeResource, warehouse: WarehouseResource, grain: str, table: str, title: str
-):
+    lake: LakeResource, warehouse: WarehouseResource, grain: Grain
+) -> dg.MaterializeResult:
+    table = grain.table(EVENT_COUNTS)
+    title = f"Leads {grain.title}, last 12 months"
     store = lake.lake()
     leads = store.load(LEADS_TABLE)
     if leads is None:
@@ -48,7 +36,7 @@ def _materialize_counts(
     sql_hash = hashlib.sha256(event_counts_sql("leads", grain).encode()).hexdigest()[:12]
     origin = f"{store.table_uri(LEADS_TABLE)}@{leads.version()}#{sql_hash}"
     published = warehouse.warehouse()
-    counts = _published_counts(published, table) if published.lineage(table) == origin else None
+    counts = published.published_from(table, origin, order_by=grain.start_column)
     recomputed = counts is None
     if recomputed:
         counts = compute_event_counts(leads.to_pyarrow_dataset(), grain)
@@ -60,7 +48,7 @@ def _materialize_counts(
         if chart is None and counts.num_rows:  # published before charts were stored with counts
             chart = event_counts_png(counts, title)
             published.publish({}, lineage={table: origin}, charts={table: chart})
-    label = counts.column_names[0]
+    label = grain.label
     totals = {f"total_{c}": pc.sum(counts[c]).as_py() or 0 for c in EVENT_COLUMNS}
     return dg.MaterializeResult(
         metadata={
@@ -79,41 +67,37 @@ def _materialize_counts(
     )
 
 
-@dg.asset(
-    deps=[LEADS_TABLE],
-    group_name=GROUP,
-    kinds={"duckdb"},
-    pool=WAREHOUSE_POOL,
-    automation_condition=follow_upstream(),
-)
-def weekly_event_counts(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """How many leads reached each funnel step, week by week.
-
-    One row per ISO 8601 week (labelled like ``2025-W01``, with the ISO year) from the first to the
-    last event, weeks without events included with zeros: first contacts, prospects' replies,
-    calls proposed, calls booked and follow-ups dated in that week.
-    """
-    return _materialize_counts(
-        lake, warehouse, "week", WEEKLY_TABLE, "Leads per week, last 12 months"
+def _description(grain: Grain) -> str:
+    return (
+        f"How many leads reached each funnel step, {grain.name} by {grain.name}.\n\n"
+        f"One row per {grain.period} (labelled like ``{grain.example}`` in ``{grain.label}``, "
+        f"first day in ``{grain.start_column}``) from the first to the last event, "
+        f"{grain.plural} without events included with zeros: first contacts, prospects' replies, "
+        f"calls proposed, calls booked and follow-ups dated in that {grain.name}. "
+        f"Table ``{grain.table(EVENT_COUNTS)}``."
     )
 
 
-@dg.asset(
-    deps=[LEADS_TABLE],
-    group_name=GROUP,
-    kinds={"duckdb"},
-    pool=WAREHOUSE_POOL,
-    automation_condition=follow_upstream(),
-)
-def monthly_event_counts(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """How many leads reached each funnel step, month by month.
+def event_counts_asset(grain: Grain) -> dg.AssetsDefinition:
+    """The asset publishing ``grain``'s event counts (e.g. ``weekly_event_counts``).
 
-    One row per calendar month (labelled like ``2025-01``) from the first to the last event, months
-    without events included with zeros, with the same five counts as the weekly table.
+    Args:
+        grain: The time grain of the table.
     """
-    return _materialize_counts(
-        lake, warehouse, "month", MONTHLY_TABLE, "Leads per month, last 12 months"
+
+    @dg.asset(
+        name=grain.asset(EVENT_COUNTS),
+        deps=[LEADS_TABLE],
+        group_name=ANALYTICS_GROUP,
+        kinds={"duckdb"},
+        pool=WAREHOUSE_POOL,
+        automation_condition=follow_upstream(),
+        description=_description(grain),
     )
+    def _counts(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        return _materialize_counts(lake, warehouse, grain)
+
+    return _counts
 
 
-ASSETS = [weekly_event_counts, monthly_event_counts]
+ASSETS = [event_counts_asset(grain) for grain in GRAINS]

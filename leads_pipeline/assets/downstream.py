@@ -15,12 +15,11 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-import duckdb
 import pyarrow as pa
 from pydantic import Field
 from tabulate import tabulate
 
-from leads_pipeline.assets.analytics import monthly_event_counts, weekly_event_counts
+from leads_pipeline.assets import ANALYTICS_GROUP
 from leads_pipeline.automation import follow_upstream
 from leads_pipeline.duck import scratch_connection
 from leads_pipeline.funnel import (
@@ -29,9 +28,7 @@ from leads_pipeline.funnel import (
     FUNNEL_MATCHES_COUNTS,
     FUNNEL_RATIOS_WELL_FORMED,
     FUNNEL_STEPS,
-    FUNNEL_TABLE,
     OBJECTIVES_MATCH_COUNTS,
-    OBJECTIVES_TABLE,
     OBJECTIVES_WINDOW_COMPLETE,
     OBJECTIVES_WINDOW_RECENT,
     check_funnel_matches_counts,
@@ -46,16 +43,23 @@ from leads_pipeline.funnel import (
 from leads_pipeline.lake import DeltaLake
 from leads_pipeline.pools import WAREHOUSE_POOL
 from leads_pipeline.property_map import EVENT_COLUMNS
-from leads_pipeline.raw_store import RAW_TABLE, read_state
+from leads_pipeline.raw_store import read_state
 from leads_pipeline.resources import LakeResource, WarehouseResource
-from leads_pipeline.settings import SOURCE_SAMPLE
-from leads_pipeline.warehouse import MONTHLY_TABLE, WEEKLY_TABLE, WarehouseNotBuiltError
+from leads_pipeline.settings import SOURCE_SAMPLE, TIMEZONE
+from leads_pipeline.tables import (
+    EVENT_COUNTS,
+    FUNNEL_TABLE,
+    MONTH,
+    OBJECTIVES_TABLE,
+    RAW_TABLE,
+    WEEK,
+    Grain,
+)
+from leads_pipeline.warehouse import WarehouseNotBuiltError
 
-GROUP = "analytics"
 FUNNEL_ASSET = "monthly_funnel_conversion"
 OBJECTIVES_ASSET = "weekly_objectives"
 #: Business calendar: "today" for the objectives window.
-TIMEZONE = "Europe/Paris"
 #: Readable names of the event columns in previews.
 EVENT_LABELS = {
     "date_prise_contact": "first contacts",
@@ -66,14 +70,15 @@ EVENT_LABELS = {
 }
 
 
-def _read_counts(warehouse: WarehouseResource, table: str, order_by: str, upstream: str):
+def _read_counts(warehouse: WarehouseResource, grain: Grain) -> pa.Table:
+    """``grain``'s event counts, oldest first; a failure naming the asset to build if missing."""
+    table = grain.table(EVENT_COUNTS)
     try:
-        with warehouse.warehouse().read() as con:
-            return con.sql(f"SELECT * FROM {table} ORDER BY {order_by}").to_arrow_table()
-    except (WarehouseNotBuiltError, duckdb.CatalogException) as error:
+        return warehouse.warehouse().require_table(table, order_by=grain.start_column)
+    except WarehouseNotBuiltError as error:
         raise dg.Failure(
-            f"{table} is not in the warehouse {warehouse.path} yet: materialize {upstream} first "
-            f"(job sync_leads). ({error})"
+            f"{table} is not in the warehouse {warehouse.path} yet: materialize "
+            f"{grain.asset(EVENT_COUNTS)} first (job sync_leads). ({error})"
         ) from error
 
 
@@ -100,8 +105,8 @@ def _funnel_preview(funnel: pa.Table, months: int = 12) -> dg.MarkdownMetadataVa
 
 
 @dg.asset(
-    deps=[monthly_event_counts],
-    group_name=GROUP,
+    deps=[MONTH.asset(EVENT_COUNTS)],
+    group_name=ANALYTICS_GROUP,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     automation_condition=follow_upstream(),
@@ -130,18 +135,15 @@ def monthly_funnel_conversion(warehouse: WarehouseResource) -> dg.MaterializeRes
     of a month are not a cohort (a reply may answer last month's contact), so a ratio can exceed
     100 %. Table ``analytics.monthly_funnel_conversion``.
     """
-    counts = _read_counts(warehouse, MONTHLY_TABLE, "month_start", "monthly_event_counts")
+    counts = _read_counts(warehouse, MONTH)
     con = scratch_connection()
     try:
         con.register("monthly_counts", counts)
         funnel = compute_funnel(con, "monthly_counts")
     finally:
         con.close()
-    published = warehouse.warehouse()
     # Unchanged (a sync that changed nothing): no new copy of the warehouse file.
-    republished = not published.holds(FUNNEL_TABLE, funnel)
-    if republished:
-        published.publish({FUNNEL_TABLE: funnel})
+    republished = warehouse.warehouse().publish_changed(FUNNEL_TABLE, funnel)
     latest = funnel.slice(funnel.num_rows - 1).to_pylist()[0] if funnel.num_rows else {}
     return dg.MaterializeResult(
         metadata={
@@ -250,8 +252,8 @@ def reference_day(
 
 
 @dg.asset(
-    deps=[weekly_event_counts],
-    group_name=GROUP,
+    deps=[WEEK.asset(EVENT_COUNTS)],
+    group_name=ANALYTICS_GROUP,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     automation_condition=follow_upstream(),
@@ -304,13 +306,10 @@ def weekly_objectives(
         raise dg.Failure(f"as_of={config.as_of!r} is not a YYYY-MM-DD date.") from error
     reference = reference_day(configured, lake.lake())
     as_of = reference.day
-    counts = _read_counts(warehouse, WEEKLY_TABLE, "week_start", "weekly_event_counts")
+    counts = _read_counts(warehouse, WEEK)
     window = objectives_window(counts, config.weeks, as_of)
     objectives = compute_objectives(window, targets)
-    published = warehouse.warehouse()
-    republished = not published.holds(OBJECTIVES_TABLE, objectives)
-    if republished:
-        published.publish({OBJECTIVES_TABLE: objectives})
+    republished = warehouse.warehouse().publish_changed(OBJECTIVES_TABLE, objectives)
     rows = objectives.to_pylist()
     first = rows[0] if rows else {}
     display = [

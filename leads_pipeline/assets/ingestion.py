@@ -1,23 +1,14 @@
 """Ingestion layer: Notion pages → ``raw_notion_leads`` → ``leads`` and ``lead_quality_issues``,
 and ``leads`` → ``lead_history``."""
 
-import json
 from datetime import UTC, datetime
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
+from leads_pipeline.assets import INGESTION_GROUP
 from leads_pipeline.automation import follow_upstream
-from leads_pipeline.checks import leads_freshness_policy
-from leads_pipeline.history import (
-    HISTORY_TABLE,
-    ExaminedThrough,
-    derive_history,
-    enable_leads_change_feed,
-)
-from leads_pipeline.lake import DeltaLake
+from leads_pipeline.history import ExaminedThrough, derive_history, enable_leads_change_feed
 from leads_pipeline.metadata import (
     markdown_preview,
     mask_pii_columns,
@@ -25,26 +16,13 @@ from leads_pipeline.metadata import (
     quality_issue_metadata,
 )
 from leads_pipeline.pools import LAKE_POOL
-from leads_pipeline.property_map import bindings, resolve
-from leads_pipeline.raw_store import (
-    RAW_TABLE,
-    WATERMARK_MARGIN,
-    RawState,
-    append_raw,
-    check_source,
-    load_schema,
-    merge_raw,
-    read_state,
-    schema_changes,
-    store_schema,
-)
+from leads_pipeline.property_map import resolve
+from leads_pipeline.raw_store import load_schema
+from leads_pipeline.raw_sync import RawSyncOutcome, sync_raw
 from leads_pipeline.resources import LakeResource, PropertyMapResource
-from leads_pipeline.settings import full_previews_enabled
-from leads_pipeline.sources.base import LeadsSource, ListingStats
-from leads_pipeline.spool import RawSpool
-from leads_pipeline.transform import ISSUES_TABLE, LEADS_TABLE, derive_leads
-
-GROUP = "ingestion"
+from leads_pipeline.sources.base import LeadsSource
+from leads_pipeline.tables import HISTORY_TABLE, ISSUES_TABLE, LEADS_TABLE, RAW_TABLE
+from leads_pipeline.transform import derive_leads
 
 
 class RawLeadsConfig(dg.Config):
@@ -71,7 +49,7 @@ class LeadsConfig(dg.Config):
 
 @dg.asset(
     name=RAW_TABLE,
-    group_name=GROUP,
+    group_name=INGESTION_GROUP,
     kinds={"notion", "deltalake"},
     pool=LAKE_POOL,
 )
@@ -93,136 +71,45 @@ def raw_notion_leads(
     or any sync that finds the data source's schema changed) lists every page and writes those
     whose content differs from the stored copy, edit time or not.
     """
-    store = lake.lake()
-    synced_at = datetime.now(UTC)
-    schema = dict(source.data_source_schema(log=context.log))
-    mapping = property_map.load()
-    stored = load_schema(store)
-    # A mapped property that is missing or of the wrong type fails here, before any listing.
-    columns = resolve(mapping, schema, stored[1] if stored else None)
-    # people/relation values a mapped column reads must be complete (Notion truncates them at 25).
-    truncatable = {
-        c.property_id
-        for c in columns
-        if c.property_id is not None and c.notion_type in ("people", "relation")
-    }
-    changes = schema_changes(stored[0] if stored else None, schema)
-    if changes:
-        context.log.warning(
-            f"The data source's schema changed since the last sync: {'; '.join(changes)}. "
-            "Listing every page and comparing its content with the stored copy."
-        )
-    state = read_state(store)
-    check_source(state, source.identity(), store.root)
-    if state.keys is not None and pc.count_distinct(state.keys["page_id"]).as_py() < state.rows:
-        # Pages stored twice (two first syncs at once, before this version): keep the newest copy.
-        repaired = store.dedupe(RAW_TABLE, "page_id", metadata={"operation": "dedupe"})
-        context.log.warning(
-            f"raw_notion_leads held {repaired.deleted} extra copies of pages stored twice; "
-            "kept each page's newest copy (latest last_edited_time, then synced_at)."
-        )
-        state = read_state(store)
-    reason = _full_listing_reason(config, state.watermark is None, bool(changes))
-    full = reason is not None
-    # Notion rounds edit times down to the minute: re-read (and compare) a margin before the mark.
-    cutoff = None if state.watermark is None else state.watermark - WATERMARK_MARGIN
-    since = None if full else cutoff
-    what = f"every page ({reason})" if full else f"pages edited on or after {since.isoformat()}"
-    context.log.info(f"Listing {what} from {source.source_name}.")
-    stats = ListingStats()
-    commit_metadata = {"source": source.source_name, "source_identity": source.identity()}
-    with RawSpool() as spool:
-        for rows in source.list_raw(
-            edited_on_or_after=since,
-            stats=stats,
-            synced_at=synced_at,
-            complete_property_ids=truncatable,
-            log=context.log,
-        ):
-            spool.append(rows)
-        keep, changed_without_edit = _rows_to_write(spool, store, state, full, cutoff)
-        listed = spool.keys()["page_id"]
-        if full:
-            deleted_ids = pc.filter(state.live_ids, pc.invert(pc.is_in(state.live_ids, listed)))
-        else:
-            deleted_ids = pa.array([], pa.string())
-        if state.rows == 0:
-            outcome = append_raw(store, spool.batches(keep), commit_metadata)
-        else:
-            outcome = merge_raw(store, spool.read(keep), deleted_ids, synced_at, commit_metadata)
-        # Stored once the pages are: a sync failing before this point sees the change again.
-        store_schema(
-            store,
-            schema,
-            bindings(mapping, columns),
-            {**commit_metadata, "schema_changes": json.dumps(changes, ensure_ascii=False)},
-        )
-        tail = spool.keys().slice(max(spool.rows - 10, 0))
-        # Raw's newest edit after this sync, without scanning the table again.
-        fetched_newest = pc.max(spool.keys()["last_edited_time"]).as_py()
-    pages_fetched = spool.rows
-    watermark = max((t for t in (state.watermark, fetched_newest) if t is not None), default=None)
-    if changed_without_edit:
-        context.log.info(
-            f"{changed_without_edit} listed pages changed in Notion without a new edit time; "
-            "their new values were written."
-        )
-
-    table = store.load(RAW_TABLE)
-    dataset = table.to_pyarrow_dataset()
-    return dg.MaterializeResult(
-        metadata={
-            "source": source.source_name,
-            "mode": "full listing" if full else "incremental",
-            "full_listing_reason": reason or "",
-            "dagster/row_count": dataset.count_rows(),
-            "pages_fetched": pages_fetched,
-            "pages_written": outcome.inserted + outcome.updated,
-            "pages_changed_without_edit": changed_without_edit,
-            "schema_changes": dg.MetadataValue.json(changes),
-            "requests": stats.requests,
-            "retries": stats.retries,
-            "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
-            "rate_limit_reasons": dg.MetadataValue.json(dict(stats.rate_limit_reasons)),
-            "pacing_wait_seconds": round(stats.pacing_wait_seconds, 3),
-            "truncated_values_completed": stats.values_completed,
-            "invalid_unicode_replaced": stats.invalid_unicode_replaced,
-            "rows_inserted": outcome.inserted,
-            "rows_updated": outcome.updated,
-            "rows_marked_deleted": outcome.deleted,
-            "delta_version": table.version(),
-            "delta_committed": outcome.committed,
-            "watermark": watermark.isoformat() if watermark else "",
-            "table_uri": store.table_uri(RAW_TABLE),
-            # Keys only (never properties_json); LEADS_FULL_PREVIEWS leaves it as it is.
-            "preview": markdown_preview(mask_pii_columns(tail, full_previews_enabled())),
-        }
+    outcome = sync_raw(
+        source,
+        lake.lake(),
+        mapping=property_map.load(),
+        full_listing=config.full_listing,
+        log=context.log,
     )
+    return dg.MaterializeResult(metadata=_raw_metadata(outcome, full_previews=lake.full_previews))
 
 
-def _rows_to_write(
-    spool: RawSpool, store: DeltaLake, state: RawState, full: bool, cutoff: datetime | None
-) -> tuple[pa.Array, int]:
-    """Which spooled rows to write, and how many pages changed without a new edit time.
-
-    A full listing compares every listed page's content with the stored copy (values can change
-    in Notion without a new edit time); an incremental one skips the re-reads that have settled.
-    """
-    if full and state.rows > 0:
-        comparison = spool.compare(store.load(RAW_TABLE).to_pyarrow_dataset())
-        return comparison.mask, comparison.changed_without_edit
-    return spool.select(state.keys, cutoff), 0
-
-
-def _full_listing_reason(config: RawLeadsConfig, empty: bool, schema_changed: bool) -> str | None:
-    """Why this sync lists every page (None: it is incremental)."""
-    if empty:
-        return "first sync"
-    if config.full_listing:
-        return "full_listing requested"
-    if schema_changed:
-        return "the data source's schema changed"
-    return None
+def _raw_metadata(outcome: RawSyncOutcome, *, full_previews: bool) -> dict:
+    """The metadata of a ``raw_notion_leads`` materialization."""
+    stats = outcome.stats
+    return {
+        "source": outcome.source,
+        "mode": outcome.mode,
+        "full_listing_reason": outcome.full_listing_reason or "",
+        "dagster/row_count": outcome.row_count,
+        "pages_fetched": outcome.pages_fetched,
+        "pages_written": outcome.pages_written,
+        "pages_changed_without_edit": outcome.changed_without_edit,
+        "schema_changes": dg.MetadataValue.json(list(outcome.schema_changes)),
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
+        "rate_limit_reasons": dg.MetadataValue.json(dict(stats.rate_limit_reasons)),
+        "pacing_wait_seconds": round(stats.pacing_wait_seconds, 3),
+        "truncated_values_completed": stats.values_completed,
+        "invalid_unicode_replaced": stats.invalid_unicode_replaced,
+        "rows_inserted": outcome.write.inserted,
+        "rows_updated": outcome.write.updated,
+        "rows_marked_deleted": outcome.write.deleted,
+        "delta_version": outcome.delta_version,
+        "delta_committed": outcome.write.committed,
+        "watermark": outcome.watermark.isoformat() if outcome.watermark else "",
+        "table_uri": outcome.table_uri,
+        # Keys only (never properties_json); LEADS_FULL_PREVIEWS leaves it as it is.
+        "preview": markdown_preview(mask_pii_columns(outcome.tail, full_previews)),
+    }
 
 
 @dg.multi_asset(
@@ -230,9 +117,8 @@ def _full_listing_reason(config: RawLeadsConfig, empty: bool, schema_changed: bo
         dg.AssetSpec(
             LEADS_TABLE,
             deps=[RAW_TABLE],
-            group_name=GROUP,
+            group_name=INGESTION_GROUP,
             kinds={"deltalake"},
-            freshness_policy=leads_freshness_policy(),
             description=(
                 "The sales team's leads, one row per live lead: name, email, phone, status and "
                 "the five event dates of the funnel (first contact, prospect's reply, call "
@@ -243,7 +129,7 @@ def _full_listing_reason(config: RawLeadsConfig, empty: bool, schema_changed: bo
         dg.AssetSpec(
             ISSUES_TABLE,
             deps=[RAW_TABLE],
-            group_name=GROUP,
+            group_name=INGESTION_GROUP,
             kinds={"deltalake"},
             description=(
                 "Every value in Notion that could not be read (an invalid email, a malformed "
@@ -312,7 +198,7 @@ def leads_and_quality_issues(
             "property_map": mapping.fingerprint(),
             "table_uri": store.table_uri(LEADS_TABLE),
             # Names, emails and phones masked unless LEADS_FULL_PREVIEWS is on.
-            "preview": markdown_preview(mask_pii_columns(preview, full_previews_enabled())),
+            "preview": markdown_preview(mask_pii_columns(preview, lake.full_previews)),
         },
     )
     yield dg.MaterializeResult(
@@ -327,7 +213,7 @@ def leads_and_quality_issues(
             **quality_issue_metadata(
                 outcome.issues_table,
                 lambda ids: page_urls(leads_table, ids),
-                full=full_previews_enabled(),
+                full=lake.full_previews,
             ),
         },
     )
@@ -355,7 +241,7 @@ def _examined_through(context: dg.AssetExecutionContext) -> ExaminedThrough | No
 @dg.asset(
     name=HISTORY_TABLE,
     deps=[LEADS_TABLE],
-    group_name=GROUP,
+    group_name=INGESTION_GROUP,
     kinds={"deltalake"},
     pool=LAKE_POOL,
     automation_condition=follow_upstream(),
