@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from leads_pipeline.assets import analytics, downstream, ingestion
+from leads_pipeline.assets import analytics, downstream, ingestion, movement
 from leads_pipeline.checks import build_checks, leads_freshness_policy
 from leads_pipeline.jobs import JOBS
 from leads_pipeline.resource_factory import build_resources
@@ -33,9 +33,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """
     return dg.Definitions(
         assets=with_freshness_policy(
-            [*ingestion.ASSETS, *analytics.ASSETS, *downstream.ASSETS], settings
+            [*ingestion.ASSETS, *analytics.ASSETS, *movement.ASSETS, *downstream.ASSETS], settings
         ),
-        asset_checks=build_checks(settings),
+        asset_checks=[*build_checks(settings), *movement.CHECKS],
         jobs=JOBS,
         schedules=build_schedules(settings),
         sensors=build_sensors(settings),

@@ -13,8 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from leads_pipeline.lake import ACTION, DELETE, UPSERT, DeltaLake, WriteOutcome
-
-RAW_TABLE = "raw_notion_leads"
+from leads_pipeline.tables import RAW_TABLE, SCHEMA_TABLE
 
 _TS = pa.timestamp("us", tz="UTC")
 RAW_SCHEMA = pa.schema(
@@ -194,7 +193,17 @@ def append_raw(
     )
 
 
-SCHEMA_TABLE = "_data_source_schema"
+#: The column whose property's options (and status groups) :func:`store_schema` keeps.
+OPTIONS_COLUMN = "statut"
+_OPTION_TYPES = ("status", "select")
+
+
+def _options_json(prop: Mapping) -> str | None:
+    """A ``status``/``select`` property's configuration object as JSON, or None for other types."""
+    kind = prop.get("type")
+    if kind not in _OPTION_TYPES or not isinstance(prop.get(kind), Mapping):
+        return None
+    return json.dumps(prop[kind], ensure_ascii=False, sort_keys=True)
 
 
 def store_schema(
@@ -205,11 +214,14 @@ def store_schema(
 ) -> WriteOutcome:
     """Keeps the data source's property schema and the map's bindings beside the raw pages.
 
-    Rebuilding ``leads`` needs both, and must not call Notion.
+    Rebuilding ``leads`` needs both, and must not call Notion. The configuration of the
+    property bound to :data:`OPTIONS_COLUMN` (its ``status`` or ``select`` object: options, and a
+    status's groups) is kept too, as JSON in the ``options`` column (NULL for other properties):
+    the status semantics are read from it.
 
     Args:
         lake: The lake.
-        schema: ``{name: {"id", "name", "type"}}`` as read from the data source.
+        schema: ``{name: {"id", "name", "type", ...}}`` as read from the data source.
         bound: Column → (property as named in the map, property id), from ``property_map.bindings``.
         metadata: Commit metadata.
     """
@@ -223,6 +235,13 @@ def store_schema(
             "type": pa.array([schema[n]["type"] for n in names], pa.string()),
             "column": pa.array([by_id.get(i, (None, None))[0] for i in ids], pa.string()),
             "mapped_as": pa.array([by_id.get(i, (None, None))[1] for i in ids], pa.string()),
+            "options": pa.array(
+                [
+                    _options_json(schema[n]) if by_id.get(i, (None,))[0] == OPTIONS_COLUMN else None
+                    for n, i in zip(names, ids, strict=True)
+                ],
+                pa.string(),
+            ),
         }
     )
     return lake.replace(SCHEMA_TABLE, table, metadata=metadata)
@@ -270,13 +289,20 @@ def schema_changes(
 
 
 def load_schema(lake: DeltaLake) -> tuple[dict[str, dict], dict[str, tuple[str, str]]] | None:
-    """The schema and bindings stored by the last sync (see :func:`store_schema`), or None."""
+    """The schema and bindings stored by the last sync (see :func:`store_schema`), or None.
+
+    A property whose configuration was kept (``options``) has it back under its type's key, as
+    in Notion's schema (``{"type": "status", "status": {"options": [...], "groups": [...]}}``);
+    tables stored before that column existed load without it.
+    """
     table = lake.read(SCHEMA_TABLE)
     if table is None:
         return None
     schema, bound = {}, {}
     for row in table.to_pylist():
         schema[row["name"]] = {"id": row["property_id"], "name": row["name"], "type": row["type"]}
+        if row.get("options") is not None:
+            schema[row["name"]][row["type"]] = json.loads(row["options"])
         if row.get("column"):
             bound[row["column"]] = (row["mapped_as"], row["property_id"])
     return schema, bound
