@@ -3,6 +3,10 @@
 Pages have the real API's JSON shape (version 2025-09-03) and the edge cases real data has: empty
 dates, datetimes with a UTC offset, date ranges, titles split over several rich-text segments,
 empty titles, invalid emails, accents and emoji.
+
+The sample can also play a deterministic evolution over simulated days (:func:`pages_on_day`): each
+day some open leads move one status forward, a few are trashed, and on day 2 one of day 1's
+trashed leads is restored, so that successive syncs of days 0, 1, 2, … build a lead history.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import random
 import unicodedata
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 
@@ -38,6 +43,37 @@ SAMPLE_SCHEMA: dict[str, dict] = {
         ("Tags", "tAg%2B", "multi_select"),
         ("Responsable", "rEs%21", "people"),
     )
+}
+
+#: Status names in the order of their option ids (``st0``, ``st1``, …) in pages and schema.
+_STATUSES = ["Nouveau", "Contacté", "Répondu", "Appel proposé", "Appel booké", "Perdu", "Gagné"]
+#: Notion's status groups, in the order Notion shows them: (name, id, color, statuses in funnel
+#: order). Won and lost are closed: Complete.
+STATUS_GROUPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("To-do", "grp-todo", "gray", ("Nouveau",)),
+    ("In progress", "grp-prog", "blue", ("Contacté", "Répondu", "Appel proposé", "Appel booké")),
+    ("Complete", "grp-done", "green", ("Gagné", "Perdu")),
+)
+#: Every status in funnel order (groups, then options within a group).
+FUNNEL: tuple[str, ...] = tuple(name for *_, names in STATUS_GROUPS for name in names)
+
+
+def _status_option(name: str) -> dict:
+    """A status option (and a page's status value): the same id, name and color everywhere."""
+    return {"id": f"st{_STATUSES.index(name)}", "name": name, "color": "default"}
+
+
+SAMPLE_SCHEMA["Statut"]["status"] = {
+    "options": [_status_option(name) for name in FUNNEL],
+    "groups": [
+        {
+            "id": group_id,
+            "name": group,
+            "color": color,
+            "option_ids": [_status_option(name)["id"] for name in names],
+        }
+        for group, group_id, color, names in STATUS_GROUPS
+    ],
 }
 
 _FIRST = [
@@ -101,7 +137,6 @@ _COMPANIES = [
     "Ferme Bio Saint-Émilion",
     "Transports Müller",
 ]
-_STATUSES = ["Nouveau", "Contacté", "Répondu", "Appel proposé", "Appel booké", "Perdu", "Gagné"]
 _SOURCES = ["LinkedIn", "Salon", "Recommandation", "Site web", "Cold email"]
 _TAGS = ["PME", "Grand compte", "Urgent", "Relance", "Partenaire", "Export"]
 _OFFSETS = ["+01:00", "+02:00", "-05:00", "-08:00", "+09:00", "+05:30"]
@@ -229,11 +264,7 @@ class _Page:
             "Téléphone": {"type": "phone_number", "phone_number": phone},
             "Statut": {
                 "type": "status",
-                "status": {
-                    "id": f"st{_STATUSES.index(status)}",
-                    "name": status,
-                    "color": "default",
-                },
+                "status": _status_option(status),
             },
             "Date de prise de contact": self.date_value(contact),
             "Date de réponse du prospect": self.date_value(reply),
@@ -310,3 +341,127 @@ def generate_pages(count: int = 2000, seed: int = 42) -> list[dict]:
 def cached_pages(count: int, seed: int) -> tuple[dict, ...]:
     """:func:`generate_pages`, memoised per process (callers must not mutate the pages)."""
     return tuple(generate_pages(count, seed))
+
+
+# -- a deterministic evolution over simulated days ---------------------------------------------
+
+#: The status each open status moves to in one evolution step (one step forward in the funnel).
+NEXT_STATUS: dict[str, str] = {
+    "Nouveau": "Contacté",
+    "Contacté": "Répondu",
+    "Répondu": "Appel proposé",
+    "Appel proposé": "Appel booké",
+    "Appel booké": "Gagné",
+}
+#: The date property a move into a status sets to the simulated day (Gagné has none).
+EVENT_DATE_OF_STATUS: dict[str, str] = {
+    "Contacté": "Date de prise de contact",
+    "Répondu": "Date de réponse du prospect",
+    "Appel proposé": "Date d'appel proposé",
+    "Appel booké": "Date d'appel booké",
+}
+#: Share of the open leads (status not in the Complete group) moving one status forward each day.
+DAILY_MOVE_SHARE = 0.05
+#: Live leads moved to the trash each day.
+DAILY_TRASHED = 3
+#: The day on which the first lead trashed the day before comes back from the trash.
+RESTORE_DAY = 2
+#: Simulated edits of a day happen between 09:00 and 17:00 UTC of that day.
+_WORKDAY_START = time(9, 0)
+_WORKDAY_MINUTES = 8 * 60
+
+
+def simulated_date(day: int) -> date:
+    """The calendar date of simulated day ``day`` (day 0 is the sample's last edit, 2026-01-02)."""
+    return SAMPLE_END.date() + timedelta(days=day)
+
+
+def pages_on_day(count: int = 2000, seed: int = 42, day: int = 0) -> tuple[dict, ...]:
+    """The sample after ``day`` simulated days of its deterministic evolution.
+
+    Day 0 is :func:`cached_pages` itself. Each later day ``n`` starts from day ``n - 1``'s pages
+    and, drawing from a generator seeded by ``seed`` and ``n``:
+
+    - moves ``round(DAILY_MOVE_SHARE × open leads)`` (at least one) open live leads one status
+      forward (:data:`NEXT_STATUS`), setting the status's date property
+      (:data:`EVENT_DATE_OF_STATUS`) to the simulated date;
+    - moves :data:`DAILY_TRASHED` other live leads to the trash (``in_trash`` and ``archived``
+      true, as Notion answers with API version 2025-09-03);
+    - on :data:`RESTORE_DAY`, takes the first lead trashed the day before out of the trash.
+
+    Every page changed on day ``n`` gets a ``last_edited_time`` between 09:00 and 17:00 UTC of
+    :func:`simulated_date` ``(n)``, later than any edit of the days before, so an incremental
+    sync sees it. Trashed pages stay in the result (a listing leaves them out).
+
+    Args:
+        count: Number of generated leads.
+        seed: Random seed of the generator and of the evolution.
+        day: Number of simulated days (0 = the sample as generated).
+
+    Returns:
+        The pages sorted by ``last_edited_time`` then id, memoised per process (callers must not
+        mutate them; unchanged pages are shared between days).
+
+    Raises:
+        ValueError: ``day`` is negative.
+    """
+    if day < 0:
+        raise ValueError(f"The sample's day must be 0 or more, got {day}.")
+    if day == 0:
+        return cached_pages(count, seed)
+    return _evolved(count, seed, day)
+
+
+@lru_cache(maxsize=8)
+def _evolved(count: int, seed: int, day: int) -> tuple[dict, ...]:
+    pages = list(cached_pages(count, seed))
+    trashed_yesterday: list[str] = []
+    for current in range(1, day + 1):
+        pages, trashed_yesterday = _play_day(pages, seed, current, trashed_yesterday)
+    return tuple(pages)
+
+
+def _play_day(
+    pages: Sequence[dict], seed: int, day: int, trashed_yesterday: Sequence[str]
+) -> tuple[list[dict], list[str]]:
+    """One simulated day: the pages after it, and the ids it trashed (in the order drawn)."""
+    rng = random.Random(f"sample-evolution:{seed}:{day}")
+    by_id = {page["id"]: page for page in pages}
+    changed: dict[str, dict] = {}
+    if day == RESTORE_DAY and trashed_yesterday:
+        back = trashed_yesterday[0]
+        changed[back] = {**by_id[back], "in_trash": False, "archived": False}
+    live = [page for page in pages if not page["in_trash"] and page["id"] not in changed]
+    open_ids = [page["id"] for page in live if _status_name(page) in NEXT_STATUS]
+    moves = max(1, round(DAILY_MOVE_SHARE * len(open_ids))) if open_ids else 0
+    for page_id in rng.sample(open_ids, moves):
+        changed[page_id] = _moved(by_id[page_id], simulated_date(day))
+    others = [page["id"] for page in live if page["id"] not in changed]
+    trashed = rng.sample(others, min(DAILY_TRASHED, len(others)))
+    for page_id in trashed:
+        changed[page_id] = {**by_id[page_id], "in_trash": True, "archived": True}
+    start = datetime.combine(simulated_date(day), _WORKDAY_START, UTC)
+    for page in changed.values():
+        page["last_edited_time"] = _iso(start + timedelta(minutes=rng.randrange(_WORKDAY_MINUTES)))
+    edited = sorted(changed.values(), key=lambda page: (page["last_edited_time"], page["id"]))
+    return [page for page in pages if page["id"] not in changed] + edited, trashed
+
+
+def _status_name(page: dict) -> str | None:
+    value = page["properties"]["Statut"]["status"]
+    return value["name"] if value else None
+
+
+def _moved(page: dict, day: date) -> dict:
+    """A copy of ``page`` one status further, with that status's date set to ``day``."""
+    status = NEXT_STATUS[_status_name(page)]
+    properties = dict(page["properties"])
+    statut = properties["Statut"]
+    properties["Statut"] = {**statut, "status": _status_option(status)}
+    if status in EVENT_DATE_OF_STATUS:
+        name = EVENT_DATE_OF_STATUS[status]
+        properties[name] = {
+            **properties[name],
+            "date": {"start": day.isoformat(), "end": None, "time_zone": None},
+        }
+    return {**page, "properties": properties}

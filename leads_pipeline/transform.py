@@ -37,10 +37,8 @@ from leads_pipeline.lake import (
 )
 from leads_pipeline.parsing import ISSUES_SCHEMA, leads_schema, parse_pages
 from leads_pipeline.property_map import ResolvedColumn
-from leads_pipeline.raw_store import RAW_TABLE
+from leads_pipeline.tables import ISSUES_TABLE, LEADS_TABLE, RAW_TABLE
 
-LEADS_TABLE = "leads"
-ISSUES_TABLE = "lead_quality_issues"
 MARK_KEY = "raw_version"
 MAP_KEY = "property_map"
 
@@ -217,6 +215,10 @@ def _derive(
                 # Rows whose raw page is no longer live at all (e.g. written under another map).
                 orphans = pc.filter(existing, pc.invert(pc.is_in(existing, parsed_leads["id"])))
                 gone = pa.concat_arrays([gone, orphans.combine_chunks()])
+            # Only ids leads holds: delta-rs fails a merge into a table with a change data feed
+            # when a source row matches no clause (a deletion of an absent id) while another row
+            # is inserted (it writes an all-null change row, which fails validation).
+            gone = pc.filter(gone, pc.is_in(gone, value_set=existing.combine_chunks()))
             leads_outcome = _merge_leads(lake, parsed_leads, gone, commit_metadata)
 
     affected = (

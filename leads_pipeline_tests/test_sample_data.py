@@ -1,6 +1,7 @@
 """The sample generator: deterministic, in the API's shape, with real data's edge cases."""
 
 import datetime as dt
+import json
 import re
 
 from leads_pipeline.sample_data import SAMPLE_SCHEMA, generate_pages
@@ -68,3 +69,36 @@ def test_sample_source_filters_like_an_incremental_query():
     )
     assert source.latest_edit(after=None, stats=ListingStats()) is not None
     assert source.latest_edit(after=dt.datetime(2100, 1, 1, tzinfo=dt.UTC), stats=stats) is None
+
+
+def test_the_status_property_has_notions_options_and_groups_in_funnel_order():
+    statut = SAMPLE_SCHEMA["Statut"]
+    assert statut["type"] == "status"
+    options, groups = statut["status"]["options"], statut["status"]["groups"]
+    assert [g["name"] for g in groups] == ["To-do", "In progress", "Complete"]
+    by_id = {o["id"]: o for o in options}
+    assert len(by_id) == len(options) and all(set(o) == {"id", "name", "color"} for o in options)
+    # Every option in exactly one group; groups then options within a group give the funnel.
+    grouped = [by_id[i]["name"] for g in groups for i in g["option_ids"]]
+    assert (
+        grouped
+        == [o["name"] for o in options]
+        == [
+            "Nouveau",
+            "Contacté",
+            "Répondu",
+            "Appel proposé",
+            "Appel booké",
+            "Gagné",
+            "Perdu",
+        ]
+    )
+    complete = next(g for g in groups if g["name"] == "Complete")
+    assert {by_id[i]["name"] for i in complete["option_ids"]} == {"Gagné", "Perdu"}
+    assert all(set(g) == {"id", "name", "color", "option_ids"} for g in groups)
+    # Pages carry the options themselves (same id, name and color).
+    values = {
+        json.dumps(p["properties"]["Statut"]["status"], sort_keys=True)
+        for p in generate_pages(2000, 42)
+    }
+    assert values == {json.dumps(o, sort_keys=True) for o in options}
