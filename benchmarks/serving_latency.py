@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.serving import LeadsAnalytics
-from leads_pipeline.tables import MONTH, WEEK
+from leads_pipeline.tables import EVENT_COLUMNS, MONTH, WEEK
 from leads_pipeline.warehouse import Warehouse, compute_event_counts
 
 WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()

@@ -8,7 +8,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from leads_pipeline.property_map import EVENT_COLUMNS
+from leads_pipeline.tables import EVENT_COLUMNS
 
 #: How far back the chart looks, in months.
 CHART_MONTHS = 12

@@ -15,10 +15,10 @@ import pyarrow.compute as pc
 from deltalake.exceptions import DeltaError
 
 from leads_pipeline.history import PROBLEMS, verify_history
-from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.resources import LakeResource, WarehouseResource
 from leads_pipeline.settings import Settings, as_settings, variable_of
 from leads_pipeline.tables import (
+    EVENT_COLUMNS,
     EVENT_COUNTS,
     GRAINS,
     HISTORY_TABLE,

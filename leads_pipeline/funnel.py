@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from leads_pipeline.duck import scratch_connection
-from leads_pipeline.property_map import EVENT_COLUMNS
+from leads_pipeline.tables import EVENT_COLUMNS
 
 #: Funnel steps: name, numerator event (the later step), denominator event (the earlier step).
 FUNNEL_STEPS: tuple[tuple[str, str, str], ...] = (

@@ -74,7 +74,14 @@ from leads_pipeline.lake import (
     key_in,
     newest_per_key,
 )
-from leads_pipeline.tables import HISTORY_TABLE, LEADS_TABLE, RAW_TABLE
+from leads_pipeline.tables import (
+    HISTORY_ONLY_COLUMNS,
+    HISTORY_SYNCED_AT,
+    HISTORY_TABLE,
+    HISTORY_VERSION_FIELDS,
+    LEADS_TABLE,
+    RAW_TABLE,
+)
 from leads_pipeline.transform import MARK_KEY as RAW_MARK_KEY
 
 #: Commit metadata of ``lead_history``: the ``leads`` version it is derived through, and that
@@ -93,17 +100,6 @@ PARTITION_COLUMN = "is_current"
 
 _TS = pa.timestamp("us", tz="UTC")
 _ID = pa.field("id", pa.string(), nullable=False)
-_VERSION_FIELDS = (
-    pa.field("version", pa.int64(), nullable=False),
-    pa.field("valid_from", _TS),
-    pa.field("valid_to", _TS),
-    pa.field("is_current", pa.bool_()),
-    pa.field("change", pa.string()),
-    pa.field("changed_columns", pa.list_(pa.string())),
-)
-_SYNCED_AT = pa.field("synced_at", _TS)
-#: The columns of ``lead_history`` that are not columns of ``leads``.
-HISTORY_ONLY_COLUMNS = tuple(f.name for f in (*_VERSION_FIELDS, _SYNCED_AT))
 
 #: Delta operations that change no row: a ``leads`` version made by one is not replayed. (A
 #: ``CREATE TABLE`` creates an empty table; the first load is the next commit. Replayed onto an
@@ -191,7 +187,7 @@ def history_schema(leads_schema: pa.Schema) -> pa.Schema:
         raise HistorySchemaError(
             f"leads has column(s) {', '.join(clash)}, which lead_history uses for itself."
         )
-    return pa.schema([_ID, *_VERSION_FIELDS, *values, _SYNCED_AT])
+    return pa.schema([_ID, *HISTORY_VERSION_FIELDS, *values, HISTORY_SYNCED_AT])
 
 
 def derive_history(
@@ -697,7 +693,7 @@ _EVENT_FIELDS = (
     pa.field("step", pa.int64()),
     pa.field("kind", pa.string()),
     pa.field("event_time", _TS),
-    _SYNCED_AT,
+    HISTORY_SYNCED_AT,
 )
 _DELETIONS_SCHEMA = pa.schema(
     [pa.field("step", pa.int64()), pa.field("id", pa.string()), pa.field("deleted_at", _TS)]

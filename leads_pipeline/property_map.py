@@ -33,17 +33,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from leads_pipeline.parsing import KINDS, RULES_VERSION, Kind
+from leads_pipeline.parsing import KINDS, RULES_VERSION
+from leads_pipeline.tables import EVENT_COLUMNS, HISTORY_ONLY_COLUMNS
 
 __all__ = [
     "DEFAULT_COLUMNS",
-    "EVENT_COLUMNS",
-    "KINDS",
     "PROPERTY_MAP_VARIABLE",
     "REQUIRED_COLUMNS",
     "RESERVED_COLUMNS",
     "ColumnSpec",
-    "Kind",
     "PropertyMap",
     "PropertyMapError",
     "ResolvedColumn",
@@ -57,31 +55,11 @@ __all__ = [
 #: The setting naming the map file.
 PROPERTY_MAP_VARIABLE = "LEADS_PROPERTY_MAP"
 
-#: The five event columns that the weekly and monthly counts are made of, in contract order.
-EVENT_COLUMNS: tuple[str, ...] = (
-    "date_prise_contact",
-    "date_reponse_prospect",
-    "date_appel_propose",
-    "date_appel_booke",
-    "date_relance",
-)
-
 #: Columns that must be mapped (the page id is always there).
 REQUIRED_COLUMNS: tuple[str, ...] = ("nom",)
 
 #: Columns of ``leads`` that come from page metadata, not from properties.
 RESERVED_COLUMNS = ("id", "created_time", "last_edited_time", "url", "extra_properties")
-
-#: Columns ``lead_history`` adds beside every column of ``leads``.
-_HISTORY_COLUMNS = (
-    "version",
-    "valid_from",
-    "valid_to",
-    "is_current",
-    "change",
-    "changed_columns",
-    "synced_at",
-)
 
 #: The keys of a column's table in the TOML file, and its top-level tables.
 _COLUMN_KEYS = ("property", "kind")
@@ -174,7 +152,7 @@ def _validate_name(column: str, origin: str) -> None:
         )
     if column in RESERVED_COLUMNS:
         raise PropertyMapError(f"{origin}: column {column!r} is reserved for page metadata.")
-    if column in _HISTORY_COLUMNS:
+    if column in HISTORY_ONLY_COLUMNS:
         raise PropertyMapError(f"{origin}: column {column!r} is reserved by lead_history.")
     if not column.isidentifier() or column != column.lower():
         raise PropertyMapError(

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import pyarrow as pa
+
 # Delta tables (folders under the lake root).
 RAW_TABLE = "raw_notion_leads"
 #: The data source's schema as last seen, kept beside the raw table.
@@ -21,6 +23,32 @@ SCHEMA_TABLE = "_data_source_schema"
 LEADS_TABLE = "leads"
 ISSUES_TABLE = "lead_quality_issues"
 HISTORY_TABLE = "lead_history"
+
+#: The five event columns of ``leads`` that the counts are made of, in contract order.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "date_prise_contact",
+    "date_reponse_prospect",
+    "date_appel_propose",
+    "date_appel_booke",
+    "date_relance",
+)
+
+_TS = pa.timestamp("us", tz="UTC")
+#: The columns ``lead_history`` adds before every column of ``leads`` …
+HISTORY_VERSION_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("version", pa.int64(), nullable=False),
+    pa.field("valid_from", _TS),
+    pa.field("valid_to", _TS),
+    pa.field("is_current", pa.bool_()),
+    pa.field("change", pa.string()),
+    pa.field("changed_columns", pa.list_(pa.string())),
+)
+#: … and after them.
+HISTORY_SYNCED_AT = pa.field("synced_at", _TS)
+#: Names a property map cannot give a column of ``leads``: ``lead_history`` uses them.
+HISTORY_ONLY_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in (*HISTORY_VERSION_FIELDS, HISTORY_SYNCED_AT)
+)
 
 # DuckDB tables (in the warehouse file).
 ANALYTICS_SCHEMA = "analytics"

@@ -22,8 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from leads_pipeline.duck import scratch_connection
-from leads_pipeline.property_map import EVENT_COLUMNS
-from leads_pipeline.tables import LINEAGE_TABLE, Grain
+from leads_pipeline.tables import EVENT_COLUMNS, LINEAGE_TABLE, Grain
 from leads_pipeline.tables import grain as grain_named
 
 #: The command that builds every warehouse table (named in "not built yet" messages).

@@ -6,8 +6,7 @@ from datetime import date
 
 import pyarrow as pa
 
-from leads_pipeline.property_map import EVENT_COLUMNS
-from leads_pipeline.tables import MONTH, WEEK
+from leads_pipeline.tables import EVENT_COLUMNS, MONTH, WEEK
 from leads_pipeline.warehouse import Warehouse
 
 #: Counts are given in the warehouse's column order.

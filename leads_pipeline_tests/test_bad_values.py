@@ -15,9 +15,10 @@ import pyarrow as pa
 import pytest
 
 from leads_pipeline.parsing import KINDS, parse_pages
-from leads_pipeline.property_map import EVENT_COLUMNS, accepted_types, load_property_map, resolve
+from leads_pipeline.property_map import accepted_types, load_property_map, resolve
 from leads_pipeline.raw_store import pages_to_raw
 from leads_pipeline.sample_data import SAMPLE_SCHEMA
+from leads_pipeline.tables import EVENT_COLUMNS
 from leads_pipeline_tests.lake_helpers import Workspace
 from leads_pipeline_tests.pages import date_value, make_page, rich
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from leads_pipeline.assets import analytics, ingestion
 from leads_pipeline.charts import chart_metadata, event_counts_png, last_months
-from leads_pipeline.property_map import EVENT_COLUMNS
+from leads_pipeline.tables import EVENT_COLUMNS
 from leads_pipeline.warehouse import Warehouse
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -23,10 +23,9 @@ from leads_pipeline.checks import (
     share_of_leads_with_issues,
 )
 from leads_pipeline.definitions import defs
-from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.resources import LakeResource, WarehouseResource
 from leads_pipeline.settings import ConfigurationError
-from leads_pipeline.tables import MONTH, WEEK
+from leads_pipeline.tables import EVENT_COLUMNS, MONTH, WEEK
 from leads_pipeline.warehouse import Warehouse, compute_event_counts
 
 D = dt.date

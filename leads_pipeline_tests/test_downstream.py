@@ -31,11 +31,10 @@ from leads_pipeline.funnel import (
     objectives_window,
 )
 from leads_pipeline.lake import DeltaLake
-from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.resources import LakeResource, WarehouseResource
 from leads_pipeline.sample_data import generate_pages
 from leads_pipeline.serving import LeadsAnalytics
-from leads_pipeline.tables import FUNNEL_TABLE, MONTH, OBJECTIVES_TABLE, WEEK
+from leads_pipeline.tables import EVENT_COLUMNS, FUNNEL_TABLE, MONTH, OBJECTIVES_TABLE, WEEK
 from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.crafted_counts import monthly_table, publish_counts, weekly_table
 

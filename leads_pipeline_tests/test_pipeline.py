@@ -10,9 +10,9 @@ import pytest
 from deltalake import DeltaTable
 
 from leads_pipeline.assets import analytics, ingestion
-from leads_pipeline.property_map import DEFAULT_COLUMNS, EVENT_COLUMNS
+from leads_pipeline.property_map import DEFAULT_COLUMNS
 from leads_pipeline.sample_data import generate_pages
-from leads_pipeline.tables import MONTH, WEEK
+from leads_pipeline.tables import EVENT_COLUMNS, MONTH, WEEK
 from leads_pipeline.warehouse import Warehouse
 
 WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()

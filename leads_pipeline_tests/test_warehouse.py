@@ -9,8 +9,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from leads_pipeline.property_map import EVENT_COLUMNS
-from leads_pipeline.tables import GRAINS, WEEK, Grain
+from leads_pipeline.tables import EVENT_COLUMNS, GRAINS, WEEK, Grain
 from leads_pipeline.warehouse import (
     TableNotBuiltError,
     Warehouse,

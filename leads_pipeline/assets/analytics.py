@@ -14,9 +14,8 @@ from leads_pipeline.automation import follow_upstream
 from leads_pipeline.charts import chart_metadata, event_counts_png
 from leads_pipeline.metadata import markdown_preview
 from leads_pipeline.pools import WAREHOUSE_POOL
-from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.resources import LakeResource, WarehouseResource
-from leads_pipeline.tables import EVENT_COUNTS, GRAINS, LEADS_TABLE, RAW_TABLE, Grain
+from leads_pipeline.tables import EVENT_COLUMNS, EVENT_COUNTS, GRAINS, LEADS_TABLE, RAW_TABLE, Grain
 from leads_pipeline.warehouse import compute_event_counts, event_counts_sql
 
 

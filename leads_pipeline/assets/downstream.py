@@ -42,11 +42,11 @@ from leads_pipeline.funnel import (
 )
 from leads_pipeline.lake import DeltaLake
 from leads_pipeline.pools import WAREHOUSE_POOL
-from leads_pipeline.property_map import EVENT_COLUMNS
 from leads_pipeline.raw_store import read_state
 from leads_pipeline.resources import LakeResource, WarehouseResource
 from leads_pipeline.settings import SOURCE_SAMPLE, TIMEZONE
 from leads_pipeline.tables import (
+    EVENT_COLUMNS,
     EVENT_COUNTS,
     FUNNEL_TABLE,
     MONTH,
