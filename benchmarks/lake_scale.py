@@ -38,7 +38,7 @@ CHANGE_TIME = "2026-02-01T09:00:00.000Z"
 
 def page_stream(count: int, batch: int = 1000) -> Iterator[list[dict]]:
     """``count`` distinct pages built from 20,000 generated templates (same JSON, new ids)."""
-    from leads_pipeline.sample_data import generate_pages
+    from leads_pipeline.sources.sample_data import generate_pages
 
     templates = generate_pages(min(count, TEMPLATES), 11)
     for start in range(0, count, batch):
@@ -84,8 +84,8 @@ def changed_pages(count: int) -> list[dict]:
 def bench_source_class():
     from pydantic import Field
 
-    from leads_pipeline.sample_data import SAMPLE_SCHEMA
     from leads_pipeline.sources.base import ListingStats, PageListingSource
+    from leads_pipeline.sources.sample_data import SAMPLE_SCHEMA
 
     class BenchSource(PageListingSource):
         leads: int = Field(default=1_000_000)
@@ -120,8 +120,8 @@ def bench_source_class():
 def run_sync(workdir: Path, leads: int) -> dict:
     import dagster as dg
 
-    from leads_pipeline.assets import analytics, ingestion
-    from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
+    from leads_pipeline.defs.assets import analytics, ingestion
+    from leads_pipeline.defs.resources import LakeResource, PropertyMapResource, WarehouseResource
 
     resources = {
         "source": bench_source_class()(leads=leads),
@@ -173,7 +173,7 @@ def phase_aggregate(workdir: Path, leads: int) -> dict:
     import duckdb
     from deltalake import DeltaTable
 
-    from leads_pipeline.warehouse import compute_event_counts
+    from leads_pipeline.storage.warehouse import compute_event_counts
 
     dataset = DeltaTable(str(workdir / "lake" / "leads")).to_pyarrow_dataset()
     ours, old = [], []
@@ -198,10 +198,10 @@ def phase_aggregate(workdir: Path, leads: int) -> dict:
 
 def phase_parse(workdir: Path, leads: int) -> dict:
     """Our path: pages → ``raw_notion_leads`` rows (JSON kept verbatim) → typed ``leads`` rows."""
-    from leads_pipeline.parsing import parse_pages
-    from leads_pipeline.property_map import load_property_map, resolve
-    from leads_pipeline.raw_store import pages_to_raw
-    from leads_pipeline.sample_data import SAMPLE_SCHEMA
+    from leads_pipeline.sources.sample_data import SAMPLE_SCHEMA
+    from leads_pipeline.storage.raw_store import pages_to_raw
+    from leads_pipeline.transform.parsing import parse_pages
+    from leads_pipeline.transform.property_map import load_property_map, resolve
 
     now = dt.datetime.now(dt.UTC)
     columns = resolve(load_property_map(), SAMPLE_SCHEMA)

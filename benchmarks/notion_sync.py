@@ -35,9 +35,9 @@ import httpx
 # The script's own folder is on sys.path when it runs, as for any script.
 from notion_empty_job import job_shape
 
-from leads_pipeline.assets import analytics, ingestion
-from leads_pipeline.jobs import sync_leads
-from leads_pipeline.resources import (
+from leads_pipeline.defs.assets import analytics, ingestion
+from leads_pipeline.defs.jobs import sync_leads
+from leads_pipeline.defs.resources import (
     LakeResource,
     PropertyMapResource,
     WarehouseResource,

@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from leads_pipeline.serving import LeadsAnalytics
+from leads_pipeline.storage.warehouse import Warehouse, compute_event_counts
 from leads_pipeline.tables import EVENT_COLUMNS, MONTH, WEEK
-from leads_pipeline.warehouse import Warehouse, compute_event_counts
 
 WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()
 

@@ -272,7 +272,7 @@ def _schema_of_source(settings) -> tuple[dict, str]:
     """Reads the schema of the data source a sync would read, and says which one it is."""
     import dagster as dg
 
-    from leads_pipeline.resource_factory import build_source
+    from leads_pipeline.defs.resource_factory import build_source
     from leads_pipeline.settings import SOURCE_SAMPLE
 
     # Initialised as a run would initialise it, so that EnvVar("NOTION_TOKEN") is resolved.
@@ -289,8 +289,8 @@ def _schema_of_source(settings) -> tuple[dict, str]:
 
 
 def _map_suggest(args: argparse.Namespace) -> None:
-    from leads_pipeline.map_advisor import render_toml, suggest_map
     from leads_pipeline.settings import load_settings
+    from leads_pipeline.transform.map_advisor import render_toml, suggest_map
 
     settings = load_settings()
     if args.output and os.path.exists(args.output) and not args.force:
@@ -320,9 +320,9 @@ def _map_suggest(args: argparse.Namespace) -> None:
 
 
 def _map_check(args: argparse.Namespace) -> None:
-    from leads_pipeline.map_advisor import check_report, render_check
-    from leads_pipeline.property_map import PropertyMapError, load_property_map, resolve
     from leads_pipeline.settings import load_settings
+    from leads_pipeline.transform.map_advisor import check_report, render_check
+    from leads_pipeline.transform.property_map import PropertyMapError, load_property_map, resolve
 
     settings = load_settings()
     path = args.map or settings.property_map_path
@@ -385,8 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--from ({args.start}) is after --to ({args.end})")
         except SystemExit:
             return EXIT_USAGE
-    from leads_pipeline.property_map import PropertyMapError
     from leads_pipeline.settings import ConfigurationError
+    from leads_pipeline.transform.property_map import PropertyMapError
 
     try:
         _run(args)

@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from leads_pipeline.assets import analytics, downstream, ingestion, movement
-from leads_pipeline.checks import build_checks, leads_freshness_policy
-from leads_pipeline.jobs import JOBS
-from leads_pipeline.resource_factory import build_resources
-from leads_pipeline.run_guard import guarded_in_process_executor
-from leads_pipeline.schedules import build_schedules
-from leads_pipeline.sensors import build_sensors
+from leads_pipeline.defs.assets import analytics, downstream, ingestion, movement
+from leads_pipeline.defs.checks import build_checks, leads_freshness_policy
+from leads_pipeline.defs.jobs import JOBS
+from leads_pipeline.defs.resource_factory import build_resources
+from leads_pipeline.defs.run_guard import guarded_in_process_executor
+from leads_pipeline.defs.schedules import build_schedules
+from leads_pipeline.defs.sensors import build_sensors
 from leads_pipeline.settings import Settings, load_settings
 from leads_pipeline.tables import LEADS_TABLE
 
@@ -42,7 +42,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources=build_resources(settings),
         # The one executor of every job. Steps share one process: starting a process per step
         # cost more than the steps themselves, and the pools still keep writers of the same
-        # store apart (slots of dead runs are freed, see leads_pipeline/run_guard.py).
+        # store apart (slots of dead runs are freed, see leads_pipeline/defs/run_guard.py).
         executor=guarded_in_process_executor,
     )
 

@@ -28,12 +28,19 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from leads_pipeline.lake import DeltaLake, key_in
 from leads_pipeline.settings import (
     DEFAULT_LAKE_URI,
     DEFAULT_WAREHOUSE_PATH,
     Settings,
     load_settings,
+)
+from leads_pipeline.storage.lake import DeltaLake, key_in
+from leads_pipeline.storage.warehouse import (
+    BUILD_COMMAND,
+    TableNotBuiltError,
+    Warehouse,
+    WarehouseNotBuiltError,
+    compute_event_counts,
 )
 from leads_pipeline.tables import (
     EVENT_COUNTS,
@@ -43,13 +50,6 @@ from leads_pipeline.tables import (
     RAW_TABLE,
     Grain,
     grain,
-)
-from leads_pipeline.warehouse import (
-    BUILD_COMMAND,
-    TableNotBuiltError,
-    Warehouse,
-    WarehouseNotBuiltError,
-    compute_event_counts,
 )
 
 #: Event columns in the order the old API returned them.

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
+from leads_pipeline.defs.resources import LakeResource, PropertyMapResource, WarehouseResource
 from leads_pipeline.settings import VARIABLES
 from leads_pipeline.sources.sample import SampleLeadsSource
 

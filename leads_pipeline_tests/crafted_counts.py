@@ -6,8 +6,8 @@ from datetime import date
 
 import pyarrow as pa
 
+from leads_pipeline.storage.warehouse import Warehouse
 from leads_pipeline.tables import EVENT_COLUMNS, MONTH, WEEK
-from leads_pipeline.warehouse import Warehouse
 
 #: Counts are given in the warehouse's column order.
 COUNT_ORDER = EVENT_COLUMNS

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from leads_pipeline.lake import ACTION, UPSERT, DeltaLake
+from leads_pipeline.storage.lake import ACTION, UPSERT, DeltaLake
 from leads_pipeline_tests.lake_helpers import Workspace
 
 

@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from leads_pipeline.sample_data import (
+from leads_pipeline.sources.sample_data import (
     SAMPLE_DATA_SOURCE_ID,
     SAMPLE_DATABASE_ID,
     SAMPLE_SCHEMA,

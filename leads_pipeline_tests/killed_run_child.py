@@ -14,11 +14,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from leads_pipeline.assets import analytics, downstream, ingestion
-from leads_pipeline.checks import CHECKS
-from leads_pipeline.jobs import JOBS
-from leads_pipeline.resource_factory import build_resources
-from leads_pipeline.run_guard import guarded_in_process_executor
+from leads_pipeline.defs.assets import analytics, downstream, ingestion
+from leads_pipeline.defs.checks import CHECKS
+from leads_pipeline.defs.jobs import JOBS
+from leads_pipeline.defs.resource_factory import build_resources
+from leads_pipeline.defs.run_guard import guarded_in_process_executor
 from leads_pipeline.settings import load_settings
 from leads_pipeline.sources.sample import SampleLeadsSource
 

@@ -3,9 +3,9 @@
 import dagster as dg
 from deltalake import DeltaTable
 
-from leads_pipeline.assets import analytics, ingestion
-from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
-from leads_pipeline.sample_data import SAMPLE_SCHEMA
+from leads_pipeline.defs.assets import analytics, ingestion
+from leads_pipeline.defs.resources import LakeResource, PropertyMapResource, WarehouseResource
+from leads_pipeline.sources.sample_data import SAMPLE_SCHEMA
 from leads_pipeline.sources.snapshot import SnapshotLeadsSource, write_snapshot
 
 ASSETS = [*ingestion.ASSETS, *analytics.ASSETS]

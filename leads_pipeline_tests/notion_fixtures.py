@@ -5,9 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
-from leads_pipeline.sample_data import SAMPLE_DATABASE_ID
+from leads_pipeline.defs.resources import LakeResource, PropertyMapResource, WarehouseResource
 from leads_pipeline.sources.notion import NotionLeadsSource
+from leads_pipeline.sources.sample_data import SAMPLE_DATABASE_ID
 from leads_pipeline_tests.fake_notion import DEFAULT_TOKEN, FakeNotion
 
 

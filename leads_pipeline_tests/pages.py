@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from leads_pipeline.sample_data import SAMPLE_SCHEMA
+from leads_pipeline.sources.sample_data import SAMPLE_SCHEMA
 
 
 def rich(*segments: str) -> list[dict]:

@@ -164,7 +164,7 @@ def test_an_unreadable_warehouse_exits_1(capsys, tmp_path):
 def test_status(capsys, sample_resources, lake_uri, warehouse_path):
     import dagster as dg
 
-    from leads_pipeline.assets import analytics, ingestion
+    from leads_pipeline.defs.assets import analytics, ingestion
 
     dg.materialize([*ingestion.ASSETS, *analytics.ASSETS], resources=sample_resources)
     code, out, _ = run(

@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from leads_pipeline.assets import ingestion
 from leads_pipeline.cli import EXIT_NOT_BUILT, EXIT_OK, EXIT_USAGE, main
+from leads_pipeline.defs.assets import ingestion
 from leads_pipeline.serving import BUILD_COMMAND
 from leads_pipeline_tests.lake_helpers import Workspace
 from leads_pipeline_tests.pages import date_value, make_page

@@ -11,12 +11,12 @@ import dagster as dg
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from leads_pipeline.assets import analytics, ingestion
-from leads_pipeline.lake import ACTION, UPSERT, DeltaLake
-from leads_pipeline.pools import LAKE_POOL, WAREHOUSE_POOL
-from leads_pipeline.sample_data import generate_pages
+from leads_pipeline.defs.assets import analytics, ingestion
+from leads_pipeline.defs.pools import LAKE_POOL, WAREHOUSE_POOL
+from leads_pipeline.sources.sample_data import generate_pages
+from leads_pipeline.storage.lake import ACTION, UPSERT, DeltaLake
+from leads_pipeline.storage.warehouse import Warehouse
 from leads_pipeline.tables import WEEK
-from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.lake_helpers import Workspace
 
 WEEKLY_TABLE = WEEK.table()

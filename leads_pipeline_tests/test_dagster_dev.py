@@ -23,9 +23,9 @@ import httpx
 import pytest
 from deltalake import DeltaTable
 
-from leads_pipeline.sample_data import SAMPLE_DATABASE_ID
+from leads_pipeline.sources.sample_data import SAMPLE_DATABASE_ID
+from leads_pipeline.storage.warehouse import Warehouse
 from leads_pipeline.tables import WEEK
-from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.fake_notion import DEFAULT_TOKEN
 
 WEEKLY_TABLE = WEEK.table()

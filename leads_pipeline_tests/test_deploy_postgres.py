@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 import dagster as dg
 import pytest
 
-from leads_pipeline.assets import analytics, ingestion
-from leads_pipeline.checks import CHECKS
-from leads_pipeline.jobs import sync_leads
-from leads_pipeline.pools import LAKE_POOL
+from leads_pipeline.defs.assets import analytics, ingestion
+from leads_pipeline.defs.checks import CHECKS
+from leads_pipeline.defs.jobs import sync_leads
+from leads_pipeline.defs.pools import LAKE_POOL
+from leads_pipeline.storage.warehouse import Warehouse
 from leads_pipeline.tables import WEEK
-from leads_pipeline.warehouse import Warehouse
 
 WEEKLY_TABLE = WEEK.table()
 

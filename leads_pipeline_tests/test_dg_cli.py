@@ -27,7 +27,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from leads_pipeline.sample_data import generate_pages
+from leads_pipeline.sources.sample_data import generate_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300

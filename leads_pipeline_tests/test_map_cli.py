@@ -20,14 +20,14 @@ from leads_pipeline.cli import (
     EXIT_USAGE,
     main,
 )
-from leads_pipeline.map_advisor import render_toml, suggest_map
-from leads_pipeline.property_map import (
+from leads_pipeline.sources.sample_data import SAMPLE_DATA_SOURCE_ID, SAMPLE_SCHEMA
+from leads_pipeline.transform.map_advisor import render_toml, suggest_map
+from leads_pipeline.transform.property_map import (
     DEFAULT_COLUMNS,
     accepted_types,
     load_property_map,
     resolve,
 )
-from leads_pipeline.sample_data import SAMPLE_DATA_SOURCE_ID, SAMPLE_SCHEMA
 from leads_pipeline_tests.fake_notion import DEFAULT_TOKEN
 
 CONTRACT = [spec.column for spec in DEFAULT_COLUMNS]

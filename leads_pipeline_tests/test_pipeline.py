@@ -9,11 +9,11 @@ import dagster as dg
 import pytest
 from deltalake import DeltaTable
 
-from leads_pipeline.assets import analytics, ingestion
-from leads_pipeline.property_map import DEFAULT_COLUMNS
-from leads_pipeline.sample_data import generate_pages
+from leads_pipeline.defs.assets import analytics, ingestion
+from leads_pipeline.sources.sample_data import generate_pages
+from leads_pipeline.storage.warehouse import Warehouse
 from leads_pipeline.tables import EVENT_COLUMNS, MONTH, WEEK
-from leads_pipeline.warehouse import Warehouse
+from leads_pipeline.transform.property_map import DEFAULT_COLUMNS
 
 WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()
 

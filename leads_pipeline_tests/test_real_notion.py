@@ -14,12 +14,12 @@ import dagster as dg
 import pytest
 from deltalake import DeltaTable
 
-from leads_pipeline.assets import analytics, ingestion
-from leads_pipeline.jobs import refresh_leads, sync_leads
-from leads_pipeline.parsing import parse_pages
-from leads_pipeline.property_map import load_property_map, resolve
-from leads_pipeline.raw_store import pages_to_raw
-from leads_pipeline.resources import LakeResource, PropertyMapResource, WarehouseResource
+from leads_pipeline.defs.assets import analytics, ingestion
+from leads_pipeline.defs.jobs import refresh_leads, sync_leads
+from leads_pipeline.defs.resources import LakeResource, PropertyMapResource, WarehouseResource
+from leads_pipeline.storage.raw_store import pages_to_raw
+from leads_pipeline.transform.parsing import parse_pages
+from leads_pipeline.transform.property_map import load_property_map, resolve
 from leads_pipeline_tests.fake_notion import FakeNotion
 from leads_pipeline_tests.notion_fixtures import notion_source
 from leads_pipeline_tests.real_notion import (

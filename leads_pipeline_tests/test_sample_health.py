@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from leads_pipeline.sample_data import generate_pages
+from leads_pipeline.sources.sample_data import generate_pages
 
 #: The documented default weekly targets (README), per event column.
 TARGETS = {

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
-from leads_pipeline.assets import analytics, ingestion
+from leads_pipeline.defs.assets import analytics, ingestion
 from leads_pipeline.serving import (
     BUILD_COMMAND,
     IngestionStatus,
@@ -18,8 +18,8 @@ from leads_pipeline.serving import (
     PipelineNotRunError,
     WeeklyEventCount,
 )
+from leads_pipeline.storage.warehouse import Warehouse
 from leads_pipeline.tables import MONTH, WEEK
-from leads_pipeline.warehouse import Warehouse
 from leads_pipeline_tests.crafted_counts import monthly_table, publish_counts, weekly_table
 
 WEEKLY_TABLE, MONTHLY_TABLE = WEEK.table(), MONTH.table()
@@ -194,8 +194,8 @@ def test_ingestion_status_after_a_sample_run(sample_resources, lake_uri, warehou
 
 
 def test_ingestion_status_before_leads_is_built(lake_uri):
-    from leads_pipeline.lake import DeltaLake
-    from leads_pipeline.raw_store import RAW_SCHEMA
+    from leads_pipeline.storage.lake import DeltaLake
+    from leads_pipeline.storage.raw_store import RAW_SCHEMA
     from leads_pipeline.tables import RAW_TABLE
 
     DeltaLake(lake_uri).ensure(RAW_TABLE, RAW_SCHEMA, {"source": "sample"})

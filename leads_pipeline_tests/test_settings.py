@@ -11,11 +11,11 @@ import dagster as dg
 import pytest
 
 from leads_pipeline import settings as settings_module
-from leads_pipeline.property_map import PropertyMapError, load_property_map, resolve
-from leads_pipeline.resource_factory import build_source
-from leads_pipeline.sample_data import SAMPLE_SCHEMA
+from leads_pipeline.defs.resource_factory import build_source
 from leads_pipeline.settings import VARIABLES, ConfigurationError, Settings, load_settings
 from leads_pipeline.sources.notion import NotionLeadsSource
+from leads_pipeline.sources.sample_data import SAMPLE_SCHEMA
+from leads_pipeline.transform.property_map import PropertyMapError, load_property_map, resolve
 
 
 def test_defaults_run_on_sample_data():

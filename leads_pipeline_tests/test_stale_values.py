@@ -12,10 +12,10 @@ import dagster as dg
 import pytest
 from deltalake import DeltaTable
 
-from leads_pipeline.assets import analytics, ingestion
-from leads_pipeline.jobs import refresh_leads, sync_leads
-from leads_pipeline.raw_store import schema_changes
-from leads_pipeline.sample_data import SAMPLE_SCHEMA
+from leads_pipeline.defs.assets import analytics, ingestion
+from leads_pipeline.defs.jobs import refresh_leads, sync_leads
+from leads_pipeline.sources.sample_data import SAMPLE_SCHEMA
+from leads_pipeline.storage.raw_store import schema_changes
 from leads_pipeline.tables import SCHEMA_TABLE
 from leads_pipeline_tests.fake_notion import Fault
 from leads_pipeline_tests.notion_fixtures import notion_source

@@ -11,7 +11,7 @@ from datetime import datetime
 import dagster as dg
 import pyarrow as pa
 
-from leads_pipeline.raw_store import pages_to_raw
+from leads_pipeline.storage.raw_store import pages_to_raw
 
 
 @dataclass
@@ -41,7 +41,7 @@ class LeadsSource(dg.ConfigurableResource, ABC):
     """A source of Notion page objects for the Leads database.
 
     Pages have the shape of API version 2025-09-03 or 2026-03-11 answers (or of older exports:
-    trash marked by ``archived`` alone, see :func:`leads_pipeline.raw_store.is_trashed`).
+    trash marked by ``archived`` alone, see :func:`leads_pipeline.storage.raw_store.is_trashed`).
     """
 
     @property
@@ -85,7 +85,7 @@ class LeadsSource(dg.ConfigurableResource, ABC):
             log: Where to report progress.
 
         Yields:
-            Tables with :data:`leads_pipeline.raw_store.RAW_SCHEMA`.
+            Tables with :data:`leads_pipeline.storage.raw_store.RAW_SCHEMA`.
         """
 
     def complete_truncated(
@@ -171,7 +171,7 @@ class PageListingSource(LeadsSource):
             log: Where to report progress.
 
         Yields:
-            Tables with :data:`leads_pipeline.raw_store.RAW_SCHEMA`.
+            Tables with :data:`leads_pipeline.storage.raw_store.RAW_SCHEMA`.
         """
         for pages in self.list_pages(edited_on_or_after=edited_on_or_after, stats=stats, log=log):
             if complete_property_ids:

@@ -5,8 +5,8 @@ from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
-from leads_pipeline.raw_store import is_trashed
 from leads_pipeline.sources.base import ListingStats, PageListingSource
+from leads_pipeline.storage.raw_store import is_trashed
 
 PAGE_SIZE = 100
 
@@ -21,7 +21,7 @@ class InMemoryLeadsSource(PageListingSource):
 
     Subclasses provide the live pages sorted by ``last_edited_time``; listing filters and pages
     through them 100 at a time, counting one request per page of results. A trashed page
-    (``in_trash`` or ``archived``, see :func:`~leads_pipeline.raw_store.is_trashed`) is never
+    (``in_trash`` or ``archived``, see :func:`~leads_pipeline.storage.raw_store.is_trashed`) is never
     listed, as Notion's queries leave trashed pages out.
     """
 

@@ -20,7 +20,6 @@ import pyarrow as pa
 from notion_client import Client
 from pydantic import Field, PrivateAttr, field_validator
 
-from leads_pipeline.raw_store import RAW_SCHEMA
 from leads_pipeline.settings import (
     DEFAULT_NOTION_API_BASE_URL,
     DEFAULT_NOTION_API_VERSION,
@@ -44,6 +43,7 @@ from leads_pipeline.sources.notion_listing import (
     instant,
     iso,
 )
+from leads_pipeline.storage.raw_store import RAW_SCHEMA
 
 TRUNCATABLE_TYPES = ("people", "relation")
 _DESCENDING = [{"timestamp": "last_edited_time", "direction": "descending"}]

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from leads_pipeline.duck import scratch_connection
-from leads_pipeline.raw_store import RAW_SCHEMA
+from leads_pipeline.storage.duck import scratch_connection
+from leads_pipeline.storage.raw_store import RAW_SCHEMA
 
 _ENVELOPE_SCHEMA = pa.schema(
     [
@@ -52,7 +52,7 @@ _RESULT_SHAPE = {
 }
 _ANSWER_SHAPE = {"results": [_RESULT_SHAPE]}
 #: Trashed: ``in_trash`` (2024+; the only key in 2026-03-11 answers) or ``archived`` (the only key
-#: before 2024), as :func:`leads_pipeline.raw_store.is_trashed` decides for page objects.
+#: before 2024), as :func:`leads_pipeline.storage.raw_store.is_trashed` decides for page objects.
 _TRASHED = "(coalesce(r.in_trash, FALSE) OR coalesce(r.archived, FALSE))"
 #: Columns of :func:`answers_to_rows` besides ``RAW_SCHEMA``'s.
 LISTING_COLUMNS = ("object", "created_text", "last_edited_text", "truncated")
@@ -303,7 +303,7 @@ def answers_to_rows(
     Every result is kept, pages or not, trashed or not: the caller filters. A page is trashed when
     ``in_trash`` or ``archived`` is true (either key may be missing: 2026-03-11 answers have no
     ``archived``, answers from before 2024 no ``in_trash``); it gets ``deleted_at = synced_at``,
-    as :func:`leads_pipeline.raw_store.pages_to_raw` does.
+    as :func:`leads_pipeline.storage.raw_store.pages_to_raw` does.
 
     Args:
         bodies: Answer bodies, in the order they were listed.

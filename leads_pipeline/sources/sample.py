@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import Field
 
-from leads_pipeline.sample_data import (
+from leads_pipeline.sources.memory import InMemoryLeadsSource
+from leads_pipeline.sources.sample_data import (
     DAILY_MOVE_SHARE,
     DAILY_TRASHED,
     RESTORE_DAY,
@@ -15,14 +16,13 @@ from leads_pipeline.sample_data import (
     SAMPLE_SCHEMA,
     pages_on_day,
 )
-from leads_pipeline.sources.memory import InMemoryLeadsSource
 
 
 class SampleLeadsSource(InMemoryLeadsSource):
     """Deterministic sample pages (about two years of leads); never touches the network.
 
     With ``day``, the sample as it is after that many simulated days of a deterministic
-    evolution (:func:`~leads_pipeline.sample_data.pages_on_day`): syncing days 0, 1, 2, … into
+    evolution (:func:`~leads_pipeline.sources.sample_data.pages_on_day`): syncing days 0, 1, 2, … into
     one lake builds a lead history (status moves, trashed leads, one restored).
     """
 

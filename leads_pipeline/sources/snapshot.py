@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from leads_pipeline.raw_store import is_trashed
 from leads_pipeline.sources.memory import InMemoryLeadsSource
+from leads_pipeline.storage.raw_store import is_trashed
 
 
 def write_snapshot(

@@ -1,0 +1,311 @@
+"""Ingestion layer: Notion pages → ``raw_notion_leads`` → ``leads`` and ``lead_quality_issues``,
+and ``leads`` → ``lead_history``."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+from pydantic import Field
+
+from leads_pipeline.defs.assets import INGESTION_GROUP
+from leads_pipeline.defs.automation import follow_upstream
+from leads_pipeline.defs.metadata import (
+    markdown_preview,
+    mask_pii_columns,
+    page_urls,
+    quality_issue_metadata,
+)
+from leads_pipeline.defs.pools import LAKE_POOL
+from leads_pipeline.defs.resources import LakeResource, PropertyMapResource
+from leads_pipeline.sources.base import LeadsSource
+from leads_pipeline.sources.raw_sync import RawSyncOutcome, sync_raw
+from leads_pipeline.storage.raw_store import load_schema
+from leads_pipeline.tables import HISTORY_TABLE, ISSUES_TABLE, LEADS_TABLE, RAW_TABLE
+from leads_pipeline.transform.history import (
+    ExaminedThrough,
+    derive_history,
+    enable_leads_change_feed,
+)
+from leads_pipeline.transform.leads import derive_leads
+from leads_pipeline.transform.property_map import resolve
+
+
+class RawLeadsConfig(dg.Config):
+    """Run configuration of ``raw_notion_leads``."""
+
+    full_listing: bool = Field(
+        default=False,
+        description="List every page instead of only those edited since the watermark, and "
+        "compare each page's content with the stored copy (values Notion changes without a new "
+        "edit time, such as formulas and rollups, are caught); pages no longer listed are marked "
+        "deleted. The refresh_leads job sets it; a change of the data source's schema does too.",
+    )
+
+
+class LeadsConfig(dg.Config):
+    """Run configuration of ``leads`` / ``lead_quality_issues``."""
+
+    rebuild: bool = Field(
+        default=False,
+        description="Re-derive both tables from every row of raw_notion_leads (no Notion call), "
+        "e.g. after editing the property map.",
+    )
+
+
+@dg.asset(
+    name=RAW_TABLE,
+    group_name=INGESTION_GROUP,
+    kinds={"notion", "deltalake"},
+    pool=LAKE_POOL,
+)
+def raw_notion_leads(
+    context: dg.AssetExecutionContext,
+    config: RawLeadsConfig,
+    source: LeadsSource,
+    lake: LakeResource,
+    property_map: PropertyMapResource,
+) -> dg.MaterializeResult:
+    """Every lead page of the Notion Leads database, exactly as Notion returned it.
+
+    One row per page ever seen, with its properties kept verbatim as JSON, the time it was last
+    synced and, for pages trashed in Notion or gone from a full listing, when it was deleted. It is
+    the pipeline's memory of Notion: everything downstream can be rebuilt from it without calling
+    Notion again.
+
+    An incremental sync lists the pages edited since the last one. A full listing (refresh_leads,
+    or any sync that finds the data source's schema changed) lists every page and writes those
+    whose content differs from the stored copy, edit time or not.
+    """
+    outcome = sync_raw(
+        source,
+        lake.lake(),
+        mapping=property_map.load(),
+        full_listing=config.full_listing,
+        log=context.log,
+    )
+    return dg.MaterializeResult(metadata=_raw_metadata(outcome, full_previews=lake.full_previews))
+
+
+def _raw_metadata(outcome: RawSyncOutcome, *, full_previews: bool) -> dict:
+    """The metadata of a ``raw_notion_leads`` materialization."""
+    stats = outcome.stats
+    return {
+        "source": outcome.source,
+        "mode": outcome.mode,
+        "full_listing_reason": outcome.full_listing_reason or "",
+        "dagster/row_count": outcome.row_count,
+        "pages_fetched": outcome.pages_fetched,
+        "pages_written": outcome.pages_written,
+        "pages_changed_without_edit": outcome.changed_without_edit,
+        "schema_changes": dg.MetadataValue.json(list(outcome.schema_changes)),
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
+        "rate_limit_reasons": dg.MetadataValue.json(dict(stats.rate_limit_reasons)),
+        "pacing_wait_seconds": round(stats.pacing_wait_seconds, 3),
+        "truncated_values_completed": stats.values_completed,
+        "invalid_unicode_replaced": stats.invalid_unicode_replaced,
+        "rows_inserted": outcome.write.inserted,
+        "rows_updated": outcome.write.updated,
+        "rows_marked_deleted": outcome.write.deleted,
+        "delta_version": outcome.delta_version,
+        "delta_committed": outcome.write.committed,
+        "watermark": outcome.watermark.isoformat() if outcome.watermark else "",
+        "table_uri": outcome.table_uri,
+        # Keys only (never properties_json); LEADS_FULL_PREVIEWS leaves it as it is.
+        "preview": markdown_preview(mask_pii_columns(outcome.tail, full_previews)),
+    }
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            LEADS_TABLE,
+            deps=[RAW_TABLE],
+            group_name=INGESTION_GROUP,
+            kinds={"deltalake"},
+            description=(
+                "The sales team's leads, one row per live lead: name, email, phone, status and "
+                "the five event dates of the funnel (first contact, prospect's reply, call "
+                "proposed, call booked, follow-up) as calendar dates as written in Notion. "
+                "Leads trashed or deleted in Notion are gone from it."
+            ),
+        ),
+        dg.AssetSpec(
+            ISSUES_TABLE,
+            deps=[RAW_TABLE],
+            group_name=INGESTION_GROUP,
+            kinds={"deltalake"},
+            description=(
+                "Every value in Notion that could not be read (an invalid email, a malformed "
+                "date, a property of the wrong type): which lead, which column, the raw value and "
+                "why. The lead itself is kept in leads with that one value empty."
+            ),
+        ),
+    ],
+    pool=LAKE_POOL,
+)
+def leads_and_quality_issues(
+    context: dg.AssetExecutionContext,
+    config: LeadsConfig,
+    lake: LakeResource,
+    property_map: PropertyMapResource,
+):
+    """Parses raw pages into the typed leads table and the quality issues found on the way."""
+    store = lake.lake()
+    stored = load_schema(store)
+    if stored is None:
+        raise dg.Failure(
+            "raw_notion_leads has no stored data source schema yet: materialize raw_notion_leads "
+            "first (job sync_leads)."
+        )
+    schema, bound = stored
+    mapping = property_map.load()
+    columns = resolve(mapping, schema, bound)
+    source = store.commit_value(RAW_TABLE, "source") or "unknown"
+    outcome = derive_leads(
+        store,
+        columns,
+        schema,
+        mapping.fingerprint(),
+        datetime.now(UTC),
+        rebuild=config.rebuild,
+        metadata={"source": source},
+    )
+    context.log.info(
+        f"Derived leads ({outcome.mode}) from {outcome.raw_rows_processed} raw rows: "
+        f"{outcome.leads.inserted} inserted, {outcome.leads.updated} updated, "
+        f"{outcome.leads.deleted} deleted."
+    )
+    # Once per lake: lead_history then reads only the rows each sync changed.
+    if enable_leads_change_feed(store):
+        context.log.info("Turned on the change data feed of leads (read by lead_history).")
+    leads_table = store.load(LEADS_TABLE)
+    # Without read-ahead, head() decodes whole row groups of several files for 10 rows.
+    preview = (
+        leads_table.to_pyarrow_dataset()
+        .head(10, batch_size=10, batch_readahead=0, fragment_readahead=0)
+        .drop_columns(["extra_properties"])
+    )
+    yield dg.MaterializeResult(
+        asset_key=LEADS_TABLE,
+        metadata={
+            "source": source,
+            "mode": outcome.mode,
+            "dagster/row_count": outcome.leads_rows,
+            "raw_rows_processed": outcome.raw_rows_processed,
+            "rows_inserted": outcome.leads.inserted,
+            "rows_updated": outcome.leads.updated,
+            "rows_deleted": outcome.leads.deleted,
+            "duplicates_removed": outcome.duplicates_removed,
+            "delta_version": leads_table.version(),
+            "delta_committed": outcome.leads.committed,
+            "property_map": mapping.fingerprint(),
+            "table_uri": store.table_uri(LEADS_TABLE),
+            # Names, emails and phones masked unless LEADS_FULL_PREVIEWS is on.
+            "preview": markdown_preview(mask_pii_columns(preview, lake.full_previews)),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=ISSUES_TABLE,
+        metadata={
+            "source": source,
+            "dagster/row_count": outcome.issue_rows,
+            "delta_version": outcome.issues.version,
+            "delta_committed": outcome.issues.committed,
+            "table_uri": store.table_uri(ISSUES_TABLE),
+            # Counts per column and reason, and the latest issues with each lead's Notion link.
+            **quality_issue_metadata(
+                outcome.issues_table,
+                lambda ids: page_urls(leads_table, ids),
+                full=lake.full_previews,
+            ),
+        },
+    )
+
+
+#: Metadata of a ``lead_history`` materialization that the next one reads back as a hint.
+_HISTORY_VERSION = "delta_version"
+_LEADS_VERSION = "leads_delta_version"
+_LEADS_COMMIT = "leads_commit_timestamp"
+
+
+def _examined_through(context: dg.AssetExecutionContext) -> ExaminedThrough | None:
+    """What the last materialization of ``lead_history`` examined (a hint, see ExaminedThrough)."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(HISTORY_TABLE))
+    if event is None or event.asset_materialization is None:
+        return None
+    metadata = event.asset_materialization.metadata
+    keys = (_HISTORY_VERSION, _LEADS_VERSION, _LEADS_COMMIT)
+    values = [getattr(metadata.get(k), "value", None) for k in keys]
+    if not all(isinstance(v, int) for v in values):
+        return None
+    return ExaminedThrough(*values)
+
+
+@dg.asset(
+    name=HISTORY_TABLE,
+    deps=[LEADS_TABLE],
+    group_name=INGESTION_GROUP,
+    kinds={"deltalake"},
+    pool=LAKE_POOL,
+    automation_condition=follow_upstream(),
+)
+def lead_history(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Every version of every lead the pipeline has seen: what Notion forgets, the pipeline keeps.
+
+    One row per version: the lead's values (every column of leads), when the version began
+    (``valid_from``, Notion's edit time) and ended (``valid_to``; empty while current), how it
+    came about (``change``: created, updated, deleted or restored) and which columns changed. A
+    new version only when a column other than ``last_edited_time`` changed; a deleted lead keeps
+    its history and a tombstone version. Written from the versions of leads since the last run,
+    so a run killed after leads is completed by the next one; the first run replays every version
+    of leads still in its Delta history.
+    """
+    store = lake.lake()
+    source = store.commit_value(LEADS_TABLE, "source") or "unknown"
+    outcome = derive_history(
+        store, examined=_examined_through(context), metadata={"source": source}
+    )
+    context.log.info(
+        f"lead_history ({outcome.mode}): {outcome.versions_added} versions added for "
+        f"{outcome.leads_changed} leads, {outcome.versions_closed} closed, from leads versions "
+        f"{list(outcome.leads_versions_read) or 'none'}."
+    )
+    if outcome.leads_versions_unreadable:
+        context.log.warning(
+            f"leads versions {list(outcome.leads_versions_unreadable)} can no longer be read "
+            "(vacuumed): changes they alone held are not in the history."
+        )
+    preview_columns = [
+        c
+        for c in ("id", "version", "change", "valid_from", "statut", "changed_columns")
+        if c in outcome.added.column_names
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "source": source,
+            "mode": outcome.mode,
+            "dagster/row_count": outcome.rows,
+            "versions_added": outcome.versions_added,
+            "versions_closed": outcome.versions_closed,
+            "leads_changed": outcome.leads_changed,
+            "changes": dg.MetadataValue.json(dict(outcome.changes)),
+            "leads_versions_read": dg.MetadataValue.json(list(outcome.leads_versions_read)),
+            "leads_versions_unreadable": dg.MetadataValue.json(
+                list(outcome.leads_versions_unreadable)
+            ),
+            _LEADS_VERSION: outcome.leads_version,
+            **(
+                {_LEADS_COMMIT: outcome.leads_commit_timestamp}
+                if outcome.leads_commit_timestamp is not None
+                else {}
+            ),
+            _HISTORY_VERSION: outcome.version,
+            "delta_committed": outcome.committed,
+            "table_uri": store.table_uri(HISTORY_TABLE),
+            "preview": markdown_preview(outcome.added.select(preview_columns)),
+        }
+    )
+
+
+ASSETS = [raw_notion_leads, leads_and_quality_issues, lead_history]

@@ -1,0 +1,317 @@
+"""Movement analytics assets: status entries per period, status durations, cohort conversion.
+
+DuckDB tables in ``analytics`` computed from ``lead_history`` (and ``leads`` for the cohorts) by
+:mod:`leads_pipeline.transform.movement`, with the statuses ordered and grouped by the data source's schema
+(:mod:`leads_pipeline.transform.status_semantics`). The status-entries assets are generated from
+:data:`leads_pipeline.tables.GRAINS`, like the event counts; each has a blocking check that its
+entries reconcile with the history they were computed from.
+"""
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+
+from leads_pipeline.defs.assets import ANALYTICS_GROUP
+from leads_pipeline.defs.automation import follow_upstream
+from leads_pipeline.defs.checks import missing_table
+from leads_pipeline.defs.metadata import markdown_preview
+from leads_pipeline.defs.pools import WAREHOUSE_POOL
+from leads_pipeline.defs.resources import LakeResource, WarehouseResource
+from leads_pipeline.storage.lake import DeltaLake
+from leads_pipeline.storage.warehouse import Warehouse
+from leads_pipeline.tables import (
+    COHORTS_TABLE,
+    DURATIONS_TABLE,
+    GRAINS,
+    HISTORY_TABLE,
+    LEADS_TABLE,
+    RAW_TABLE,
+    STATUS_ENTRIES,
+    Grain,
+)
+from leads_pipeline.transform.movement import (
+    cohort_conversion_sql,
+    compute_cohort_conversion,
+    compute_status_durations,
+    compute_status_entries,
+    status_entries_sql,
+    verify_status_entries,
+)
+from leads_pipeline.transform.status_semantics import lake_statuses
+
+#: Name of the check on each status-entries asset.
+ENTRIES_CHECK = "status_entries_reconcile_with_history"
+#: Metadata key of a status-entries materialization: the lead_history version it was computed
+#: from (what its check reconciles with).
+HISTORY_VERSION_KEY = "history_delta_version"
+
+
+def _load(store: DeltaLake, table: str, upstream: str) -> DeltaTable:
+    loaded = store.load(table)
+    if loaded is None:
+        raise dg.Failure(
+            f"The {table} table does not exist yet: materialize {upstream} first (job sync_leads)."
+        )
+    return loaded
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:12]
+
+
+def _publish_or_reuse(
+    warehouse: Warehouse, table: str, origin: str, compute: Callable[[], pa.Table]
+) -> tuple[pa.Table, bool]:
+    """The rows of ``table``: the published ones when computed from ``origin`` already, else
+    ``compute()``'s, published with that lineage. Returns them and whether they were computed."""
+    rows = warehouse.published_from(table, origin)
+    if rows is not None:
+        return rows, False
+    rows = compute()
+    warehouse.publish({table: rows}, lineage={table: origin})
+    return rows, True
+
+
+def _source(store: DeltaLake) -> str:
+    return store.commit_value(RAW_TABLE, "source") or "unknown"
+
+
+def _statuses_origin(statuses: pa.Table) -> str:
+    return json.dumps(statuses.to_pylist(), ensure_ascii=False, sort_keys=True)
+
+
+def _materialize_entries(
+    lake: LakeResource, warehouse: WarehouseResource, grain: Grain
+) -> dg.MaterializeResult:
+    store = lake.lake()
+    history = _load(store, HISTORY_TABLE, HISTORY_TABLE)
+    statuses = lake_statuses(store)
+    table = grain.table(STATUS_ENTRIES)
+    # A pure function of the history version, the statuses and the SQL: reused when unchanged.
+    origin = (
+        f"{store.table_uri(HISTORY_TABLE)}@{history.version()}#"
+        f"{_digest(status_entries_sql('history', grain), _statuses_origin(statuses))}"
+    )
+    entries, recomputed = _publish_or_reuse(
+        warehouse.warehouse(),
+        table,
+        origin,
+        lambda: compute_status_entries(history.to_pyarrow_dataset(), grain, statuses),
+    )
+    label = entries.column_names[0]
+    periods = pc.unique(entries[label]) if entries.num_rows else pa.array([], pa.string())
+    per_status = _totals_by_status(entries)
+    return dg.MaterializeResult(
+        metadata={
+            "source": _source(store),
+            "table": table,
+            "warehouse": warehouse.path,
+            "dagster/row_count": entries.num_rows,
+            HISTORY_VERSION_KEY: history.version(),
+            "recomputed": recomputed,
+            "periods": len(periods),
+            "first_period": periods[0].as_py() if len(periods) else "",
+            "last_period": periods[-1].as_py() if len(periods) else "",
+            "total_entries": sum(per_status.values()),
+            "entries_by_status": dg.MetadataValue.json(per_status),
+            "preview": markdown_preview(entries, limit=max(12, 3 * len(per_status)), tail=True),
+        }
+    )
+
+
+def _totals_by_status(entries: pa.Table) -> dict[str, int]:
+    """Status → total entries, in the table's status order."""
+    if entries.num_rows == 0:
+        return {}
+    grouped = entries.group_by("statut", use_threads=False).aggregate([("entries", "sum")])
+    totals = dict(
+        zip(grouped["statut"].to_pylist(), grouped["entries_sum"].to_pylist(), strict=True)
+    )
+    return {s: int(totals[s]) for s in dict.fromkeys(entries["statut"].to_pylist())}
+
+
+def _entries_asset(grain: Grain) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=grain.asset(STATUS_ENTRIES),
+        deps=[HISTORY_TABLE],
+        group_name=ANALYTICS_GROUP,
+        kinds={"duckdb"},
+        pool=WAREHOUSE_POOL,
+        automation_condition=follow_upstream(),
+        description=(
+            f"How many leads entered each status, {grain.title}: a lead enters a status with its "
+            "first version or a version whose status differs from the previous one (a restored "
+            "lead enters its status again). Every period from the first to the last entry, with "
+            "every status of the data source's schema in Notion's order and its group, zeros "
+            "included."
+        ),
+    )
+    def _asset(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        return _materialize_entries(lake, warehouse, grain)
+
+    return _asset
+
+
+ENTRIES_ASSETS = [_entries_asset(g) for g in GRAINS]
+
+
+@dg.asset(
+    deps=[HISTORY_TABLE],
+    group_name=ANALYTICS_GROUP,
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    automation_condition=follow_upstream(),
+)
+def status_durations(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """How long leads stay in each status, from their history.
+
+    Per status (in Notion's order, with its group): the completed stays (from the entry into the
+    status to the entry into another one, a status emptied, or the lead's deletion), their median
+    and 90th percentile in days; the open stays (leads in it now) and their median age in days.
+    Ages are measured to the materialization's time, so the table is recomputed every time.
+    """
+    store = lake.lake()
+    history = _load(store, HISTORY_TABLE, HISTORY_TABLE)
+    statuses = lake_statuses(store)
+    measured_at = datetime.now(UTC)
+    durations = compute_status_durations(history.to_pyarrow_dataset(), statuses, measured_at)
+    origin = f"{store.table_uri(HISTORY_TABLE)}@{history.version()}@{measured_at.isoformat()}"
+    warehouse.warehouse().publish({DURATIONS_TABLE: durations}, lineage={DURATIONS_TABLE: origin})
+    return dg.MaterializeResult(
+        metadata={
+            "source": _source(store),
+            "table": DURATIONS_TABLE,
+            "warehouse": warehouse.path,
+            "dagster/row_count": durations.num_rows,
+            HISTORY_VERSION_KEY: history.version(),
+            "measured_at": measured_at.isoformat(),
+            "completed_stays": int(pc.sum(durations["completed_stays"]).as_py() or 0),
+            "open_stays": int(pc.sum(durations["open_stays"]).as_py() or 0),
+            "preview": markdown_preview(durations, limit=20),
+        }
+    )
+
+
+@dg.asset(
+    deps=[LEADS_TABLE],
+    group_name=ANALYTICS_GROUP,
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    automation_condition=follow_upstream(),
+)
+def cohort_conversion(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Per month of first contact, how far that month's leads went.
+
+    One row per month (``mois``) from the first to the last first contact, months without leads
+    included: the cohort's leads, how many have a reply, a call proposed and a call booked date,
+    the share of each (NULL for an empty month), and the median days from first contact to call
+    booked.
+    """
+    store = lake.lake()
+    leads = _load(store, LEADS_TABLE, LEADS_TABLE)
+    origin = (
+        f"{store.table_uri(LEADS_TABLE)}@{leads.version()}#"
+        f"{_digest(cohort_conversion_sql('leads'))}"
+    )
+    cohorts, recomputed = _publish_or_reuse(
+        warehouse.warehouse(),
+        COHORTS_TABLE,
+        origin,
+        lambda: compute_cohort_conversion(leads.to_pyarrow_dataset()),
+    )
+    label = cohorts.column_names[0]
+    return dg.MaterializeResult(
+        metadata={
+            "source": _source(store),
+            "table": COHORTS_TABLE,
+            "warehouse": warehouse.path,
+            "dagster/row_count": cohorts.num_rows,
+            "leads_delta_version": leads.version(),
+            "recomputed": recomputed,
+            "periods": cohorts.num_rows,
+            "first_period": cohorts[label][0].as_py() if cohorts.num_rows else "",
+            "last_period": cohorts[label][-1].as_py() if cohorts.num_rows else "",
+            "total_leads": int(pc.sum(cohorts["leads"]).as_py() or 0),
+            "total_call_booked": int(pc.sum(cohorts["call_booked"]).as_py() or 0),
+            "preview": markdown_preview(cohorts, limit=12, tail=True),
+        }
+    )
+
+
+def _history_at_entries_version(
+    context: dg.AssetCheckExecutionContext, store: DeltaLake, asset: str
+) -> DeltaTable | None:
+    """``lead_history`` at the version ``asset`` was last computed from (else the current one)."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    version = None
+    if event is not None and event.asset_materialization is not None:
+        version = getattr(
+            event.asset_materialization.metadata.get(HISTORY_VERSION_KEY), "value", None
+        )
+    if version is not None:
+        try:
+            return store.load(HISTORY_TABLE, version=int(version))
+        except (DeltaError, OSError):  # vacuumed or unreadable: reconcile with the current one
+            context.log.warning(
+                f"lead_history version {version} cannot be read; using the current one."
+            )
+    return store.load(HISTORY_TABLE)
+
+
+def reconcile_entries(
+    context: dg.AssetCheckExecutionContext,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+    grain: Grain,
+) -> dg.AssetCheckResult:
+    """The result of :data:`ENTRIES_CHECK` on ``grain``'s status-entries table."""
+    table = grain.table(STATUS_ENTRIES)
+    entries = warehouse.warehouse().read_table(table)
+    if entries is None:
+        return missing_table(table)
+    store = lake.lake()
+    history = _history_at_entries_version(context, store, grain.asset(STATUS_ENTRIES))
+    if history is None:
+        return missing_table(HISTORY_TABLE)
+    found = verify_status_entries(history.to_pyarrow_dataset(), entries)
+    return dg.AssetCheckResult(
+        passed=found.passed,
+        description=found.describe(),
+        metadata={
+            "table_exists": True,
+            HISTORY_VERSION_KEY: history.version(),
+            "entries_in_table": found.table_total,
+            "entries_in_history": found.history_total,
+            "mismatches": dg.MetadataValue.json(
+                {s: {"table": t, "history": h} for s, (t, h) in found.mismatches.items()}
+            ),
+        },
+    )
+
+
+def _entries_check(grain: Grain) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=grain.asset(STATUS_ENTRIES),
+        name=ENTRIES_CHECK,
+        blocking=True,
+        additional_deps=[HISTORY_TABLE],
+        description="Per status, the entries summed over the periods equal the versions of "
+        "lead_history entering that status.",
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> dg.AssetCheckResult:
+        return reconcile_entries(context, lake, warehouse, grain)
+
+    return _check
+
+
+ASSETS = [*ENTRIES_ASSETS, status_durations, cohort_conversion]
+CHECKS = [_entries_check(g) for g in GRAINS]

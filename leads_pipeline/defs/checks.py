@@ -1,0 +1,340 @@
+"""Asset checks: the data guarantees the pipeline proves on every run.
+
+Each check reads the stored tables (standalone ``@asset_check``), so it can also be run on its own
+from the UI. Blocking checks stop the rest of a run, and declarative automation, from building on a
+table that fails them. The freshness of ``leads`` is a Dagster freshness policy
+(:func:`leads_freshness_policy`), evaluated by the daemon and shown on the asset in the UI.
+"""
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake.exceptions import DeltaError
+
+from leads_pipeline.defs.resources import LakeResource, WarehouseResource
+from leads_pipeline.settings import Settings, as_settings, variable_of
+from leads_pipeline.tables import (
+    EVENT_COLUMNS,
+    EVENT_COUNTS,
+    GRAINS,
+    HISTORY_TABLE,
+    ISSUES_TABLE,
+    LEADS_TABLE,
+    Grain,
+)
+from leads_pipeline.transform.history import PROBLEMS, verify_history
+
+#: Check names (the asset each one targets is in its decorator).
+LEADS_ID_CHECK = "id_unique_and_not_null"
+RECONCILE_CHECK = "counts_reconcile_with_leads"
+QUALITY_SHARE_CHECK = "share_of_leads_with_issues"
+HISTORY_CHECK = "history_matches_leads"
+
+QUALITY_SHARE_VARIABLE = variable_of("quality_max_share")
+
+_COUNTS_VERSION_KEY = "leads_delta_version"
+
+
+def leads_freshness_policy(
+    settings: Settings | Mapping[str, str] | None = None,
+) -> dg.FreshnessPolicy:
+    """How recent the last materialization of ``leads`` must be.
+
+    The fail window is ``settings.freshness_fail_minutes`` (``LEADS_FRESHNESS_FAIL_MINUTES``,
+    default 120), the warn window ``settings.freshness_warn_minutes``
+    (``LEADS_FRESHNESS_WARN_MINUTES``, default 60; 0 means no warning).
+
+    Args:
+        settings: The configuration, or an environment to load it from (``os.environ`` when
+            omitted).
+
+    Raises:
+        ConfigurationError: If the configuration is loaded here and a variable is invalid.
+    """
+    settings = as_settings(settings)
+    warn = settings.freshness_warn_minutes
+    return dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=settings.freshness_fail_minutes),
+        warn_window=timedelta(minutes=warn) if warn else None,
+    )
+
+
+def quality_max_share(settings: Settings | Mapping[str, str] | None = None) -> float:
+    """The largest share of leads with quality issues that passes.
+
+    Args:
+        settings: The configuration, or an environment to load it from (``os.environ`` when
+            omitted).
+
+    Raises:
+        ConfigurationError: If the configuration is loaded here and a variable is invalid.
+    """
+    return as_settings(settings).quality_max_share
+
+
+def missing_table(table: str) -> dg.AssetCheckResult:
+    """The failed result of a check whose table does not exist yet."""
+    return dg.AssetCheckResult(
+        passed=False,
+        description=f"The {table} table does not exist yet: materialize it first.",
+        metadata={"table_exists": False},
+    )
+
+
+@dg.asset_check(
+    asset=LEADS_TABLE,
+    name=LEADS_ID_CHECK,
+    blocking=True,
+    description="Every lead has an id, and no id appears twice.",
+)
+def leads_id_unique_and_not_null(lake: LakeResource) -> dg.AssetCheckResult:
+    """Fails when ``leads.id`` holds a null or a duplicate."""
+    ids = lake.lake().read(LEADS_TABLE, columns=["id"])
+    if ids is None:
+        return missing_table(LEADS_TABLE)
+    column = ids["id"]
+    nulls = column.null_count
+    counts = pc.value_counts(column.drop_null())
+    duplicated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    passed = nulls == 0 and len(duplicated) == 0
+    examples = ", ".join(sorted(str(v) for v in duplicated.to_pylist()[:5]))
+    return dg.AssetCheckResult(
+        passed=passed,
+        description=(
+            f"{ids.num_rows} leads, ids unique and present."
+            if passed
+            else f"{nulls} lead(s) without id, {len(duplicated)} duplicated id(s)"
+            + (f", e.g. {examples}" if examples else "")
+            + "."
+            + (
+                " Two writers filled the lake at once (a version before this one): run "
+                "sync_leads or refresh_leads once, or materialize leads with the run config "
+                "rebuild: true, to repair it (each page keeps its newest copy)."
+                if len(duplicated)
+                else ""
+            )
+        ),
+        metadata={
+            "table_exists": True,
+            "rows": ids.num_rows,
+            "null_ids": nulls,
+            "duplicated_ids": len(duplicated),
+        },
+    )
+
+
+def _leads_at_counts_version(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource, counts_asset: str
+) -> tuple[pa.Table | None, int | None]:
+    """The ``leads`` event columns at the version the count asset was last computed from.
+
+    Falls back to the current version when no materialization records one (or it was vacuumed).
+    """
+    store = lake.lake()
+    version = None
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(counts_asset))
+    if event is not None and event.asset_materialization is not None:
+        recorded = event.asset_materialization.metadata.get(_COUNTS_VERSION_KEY)
+        version = getattr(recorded, "value", None)
+    table = None
+    if version is not None:
+        try:
+            table = store.load(LEADS_TABLE, version=int(version))
+        except (DeltaError, OSError):  # vacuumed or unreadable: compare with the current one
+            context.log.warning(f"leads version {version} cannot be read; using the current one.")
+            table = None
+    if table is None:
+        table = store.load(LEADS_TABLE)
+    if table is None:
+        return None, None
+    return table.to_pyarrow_dataset().to_table(columns=list(EVENT_COLUMNS)), table.version()
+
+
+def reconcile(counts: pa.Table, leads: pa.Table) -> dict[str, tuple[int, int]]:
+    """Per event column, (sum over the count table's periods, non-null dates in ``leads``)."""
+    return {
+        column: (int(pc.sum(counts[column]).as_py() or 0), len(leads) - leads[column].null_count)
+        for column in EVENT_COLUMNS
+    }
+
+
+def _other_totals(warehouse: WarehouseResource, grain: Grain) -> dict[str, dict[str, int] | None]:
+    """Per other grain's count asset, its total per event column (None if not built)."""
+    published = warehouse.warehouse()
+    totals: dict[str, dict[str, int] | None] = {}
+    for other in GRAINS:
+        if other == grain:
+            continue
+        counts = published.read_table(other.table(EVENT_COUNTS))
+        totals[other.asset(EVENT_COUNTS)] = (
+            None
+            if counts is None
+            else {c: int(pc.sum(counts[c]).as_py() or 0) for c in EVENT_COLUMNS}
+        )
+    return totals
+
+
+def _reconcile_check(
+    context: dg.AssetCheckExecutionContext,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+    grain: Grain,
+) -> dg.AssetCheckResult:
+    """``grain``'s counts against ``leads``, with every other grain's totals beside them.
+
+    Each grain equal to ``leads`` makes all grains equal to each other: the other grains are
+    reported (``<column>/<other asset>``, -1 when not built) so that one check shows it all.
+    """
+    counts_table = grain.table(EVENT_COUNTS)
+    counts = warehouse.warehouse().read_table(counts_table)
+    if counts is None:
+        return missing_table(counts_table)
+    leads, version = _leads_at_counts_version(context, lake, grain.asset(EVENT_COUNTS))
+    if leads is None:
+        return missing_table(LEADS_TABLE)
+    totals = reconcile(counts, leads)
+    others = _other_totals(warehouse, grain)
+    mismatched = {c: t for c, t in totals.items() if t[0] != t[1]}
+    metadata: dict = {"table_exists": True, "leads_delta_version": version}
+    for column, (in_counts, in_leads) in totals.items():
+        metadata[f"{column}/counts"] = in_counts
+        metadata[f"{column}/leads"] = in_leads
+        for other, other_totals in others.items():
+            metadata[f"{column}/{other}"] = -1 if other_totals is None else other_totals[column]
+    return dg.AssetCheckResult(
+        passed=not mismatched,
+        description=(
+            f"Each event column's total over {counts_table} equals its non-null dates in leads "
+            f"(version {version})."
+            if not mismatched
+            else "Totals differ from leads: "
+            + "; ".join(f"{c}: {a} counted vs {b} in leads" for c, (a, b) in mismatched.items())
+        ),
+        metadata=metadata,
+    )
+
+
+def counts_reconcile_check(grain: Grain) -> dg.AssetChecksDefinition:
+    """The blocking check that ``grain``'s event counts add up to the dates in ``leads``.
+
+    Args:
+        grain: The time grain whose count asset (e.g. ``weekly_event_counts``) it targets.
+    """
+
+    @dg.asset_check(
+        asset=grain.asset(EVENT_COUNTS),
+        name=RECONCILE_CHECK,
+        blocking=True,
+        description=f"For each event column, the sum over {grain.plural} equals the non-null "
+        "dates in leads; the other grains' totals are shown beside it.",
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> dg.AssetCheckResult:
+        return _reconcile_check(context, lake, warehouse, grain)
+
+    return _check
+
+
+#: The reconcile check of each grain, by grain name.
+RECONCILE_CHECKS: dict[str, dg.AssetChecksDefinition] = {
+    grain.name: counts_reconcile_check(grain) for grain in GRAINS
+}
+
+
+def quality_share_check(max_share: float) -> dg.AssetChecksDefinition:
+    """The ``share_of_leads_with_issues`` check of ``lead_quality_issues``, which only warns.
+
+    Args:
+        max_share: The largest share of leads with an unreadable value that passes (the
+            settings' ``quality_max_share``).
+    """
+
+    @dg.asset_check(
+        asset=ISSUES_TABLE,
+        name=QUALITY_SHARE_CHECK,
+        additional_deps=[LEADS_TABLE],
+        description="The share of leads with at least one unreadable value stays under "
+        f"${QUALITY_SHARE_VARIABLE} (5 % by default). Warns only.",
+    )
+    def share_of_leads_with_issues(lake: LakeResource) -> dg.AssetCheckResult:
+        """Warns when too many leads have a value that could not be parsed."""
+        store = lake.lake()
+        leads = store.read(LEADS_TABLE, columns=["id"])
+        issues = store.read(ISSUES_TABLE, columns=["page_id"])
+        if leads is None or issues is None:
+            return missing_table(LEADS_TABLE if leads is None else ISSUES_TABLE)
+        threshold = max_share
+        affected = pc.count_distinct(
+            pc.filter(issues["page_id"], pc.is_in(issues["page_id"], leads["id"]))
+        ).as_py()
+        share = affected / leads.num_rows if leads.num_rows else 0.0
+        return dg.AssetCheckResult(
+            passed=share <= threshold,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"{affected} of {leads.num_rows} leads ({share:.1%}) have at least one value that "
+                f"could not be read; threshold {threshold:.1%} (${QUALITY_SHARE_VARIABLE})."
+            ),
+            metadata={
+                "table_exists": True,
+                "leads": leads.num_rows,
+                "leads_with_issues": affected,
+                "share": round(share, 6),
+                "threshold": threshold,
+            },
+        )
+
+    return share_of_leads_with_issues
+
+
+#: The check with the default threshold (the definitions use the configured one).
+share_of_leads_with_issues = quality_share_check(Settings().quality_max_share)
+
+
+@dg.asset_check(
+    asset=HISTORY_TABLE,
+    name=HISTORY_CHECK,
+    blocking=True,
+    additional_deps=[LEADS_TABLE],
+    description="Exactly one current version per live lead, equal to its leads row; none for a "
+    "deleted lead; each lead's versions numbered 1..n and chained without overlap.",
+)
+def history_matches_leads(lake: LakeResource) -> dg.AssetCheckResult:
+    """Fails when ``lead_history`` disagrees with ``leads`` or its versions do not chain."""
+    found = verify_history(lake.lake())
+    if not found.exists:
+        return missing_table(f"{HISTORY_TABLE} or {LEADS_TABLE}")
+    return dg.AssetCheckResult(
+        passed=found.passed,
+        description=found.describe(),
+        metadata={
+            "table_exists": True,
+            "rows": found.rows,
+            "live_leads": found.live_leads,
+            "current_versions": found.current_versions,
+            **{name: found.problems.get(name, 0) for name in PROBLEMS},
+            "differing_columns": dg.MetadataValue.json(dict(found.differing_columns)),
+            "history_leads_version": (
+                found.history_leads_version if found.history_leads_version is not None else -1
+            ),
+            "leads_version": found.leads_version,
+        },
+    )
+
+
+CHECKS = [
+    leads_id_unique_and_not_null,
+    *RECONCILE_CHECKS.values(),
+    share_of_leads_with_issues,
+    history_matches_leads,
+]
+
+
+def build_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
+    """:data:`CHECKS`, the quality check holding the threshold of ``settings``."""
+    quality = quality_share_check(settings.quality_max_share)
+    return [quality if check is share_of_leads_with_issues else check for check in CHECKS]

@@ -1,0 +1,1 @@
+"""Transform: the property map, parsing, derivation of leads and history, analytics SQL."""
