@@ -12,6 +12,14 @@ from leads_pipeline.defs.sensors import build_sensors
 from leads_pipeline.settings import Settings, load_settings
 from leads_pipeline.tables import LEADS_TABLE
 
+#: Every asset of the project, in layer order (ingestion, analytics, movement, downstream).
+ASSETS: list[dg.AssetsDefinition] = [
+    *ingestion.ASSETS,
+    *analytics.ASSETS,
+    *movement.ASSETS,
+    *downstream.ASSETS,
+]
+
 
 def with_freshness_policy(
     assets: list[dg.AssetsDefinition], settings: Settings
@@ -32,9 +40,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         settings: The configuration (:func:`~leads_pipeline.settings.load_settings`).
     """
     return dg.Definitions(
-        assets=with_freshness_policy(
-            [*ingestion.ASSETS, *analytics.ASSETS, *movement.ASSETS, *downstream.ASSETS], settings
-        ),
+        assets=with_freshness_policy(ASSETS, settings),
         asset_checks=[*build_checks(settings), *movement.CHECKS],
         jobs=JOBS,
         schedules=build_schedules(settings),

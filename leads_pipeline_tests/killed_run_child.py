@@ -14,7 +14,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from leads_pipeline.defs.assets import analytics, downstream, ingestion
+from leads_pipeline.definitions import ASSETS
+from leads_pipeline.defs.assets import movement
 from leads_pipeline.defs.checks import CHECKS
 from leads_pipeline.defs.jobs import JOBS
 from leads_pipeline.defs.resource_factory import build_resources
@@ -39,8 +40,8 @@ class StallingSampleSource(SampleLeadsSource):
 
 
 defs = dg.Definitions(
-    assets=[*ingestion.ASSETS, *analytics.ASSETS, *downstream.ASSETS],
-    asset_checks=CHECKS,
+    assets=ASSETS,
+    asset_checks=[*CHECKS, *movement.CHECKS],
     jobs=JOBS,
     resources={**build_resources(load_settings()), "source": StallingSampleSource()},
     executor=guarded_in_process_executor,

@@ -27,8 +27,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from leads_pipeline.definitions import defs
-from leads_pipeline.defs.assets import analytics, downstream, ingestion
+from leads_pipeline.definitions import ASSETS, defs
 from leads_pipeline.defs.pools import LAKE_POOL
 from leads_pipeline.defs.resource_factory import build_resources
 from leads_pipeline.defs.run_guard import (
@@ -193,7 +192,7 @@ def reference_contents(root: Path) -> dict[str, list]:
         "LEADS_WAREHOUSE_PATH": str(root / "warehouse.duckdb"),
     }
     result = dg.materialize(
-        [*ingestion.ASSETS, *analytics.ASSETS, *downstream.ASSETS],
+        ASSETS,
         resources=build_resources(load_settings(env)),
     )
     assert result.success

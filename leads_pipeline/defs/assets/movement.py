@@ -41,6 +41,7 @@ from leads_pipeline.transform.movement import (
     compute_cohort_conversion,
     compute_status_durations,
     compute_status_entries,
+    status_durations_sql,
     status_entries_sql,
     verify_status_entries,
 )
@@ -175,15 +176,24 @@ def status_durations(lake: LakeResource, warehouse: WarehouseResource) -> dg.Mat
     Per status (in Notion's order, with its group): the completed stays (from the entry into the
     status to the entry into another one, a status emptied, or the lead's deletion), their median
     and 90th percentile in days; the open stays (leads in it now) and their median age in days.
-    Ages are measured to the materialization's time, so the table is recomputed every time.
+    Open stays are aged to the start of the current UTC day: the table is a pure function of
+    the history version, the statuses and the day, so it is reused within a day (an unchanged
+    sync recomputes nothing) and two runs of the same day agree.
     """
     store = lake.lake()
     history = _load(store, HISTORY_TABLE, HISTORY_TABLE)
     statuses = lake_statuses(store)
-    measured_at = datetime.now(UTC)
-    durations = compute_status_durations(history.to_pyarrow_dataset(), statuses, measured_at)
-    origin = f"{store.table_uri(HISTORY_TABLE)}@{history.version()}@{measured_at.isoformat()}"
-    warehouse.warehouse().publish({DURATIONS_TABLE: durations}, lineage={DURATIONS_TABLE: origin})
+    measured_at = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    origin = (
+        f"{store.table_uri(HISTORY_TABLE)}@{history.version()}@{measured_at.date()}#"
+        f"{_digest(status_durations_sql('history', measured_at), _statuses_origin(statuses))}"
+    )
+    durations, recomputed = _publish_or_reuse(
+        warehouse.warehouse(),
+        DURATIONS_TABLE,
+        origin,
+        lambda: compute_status_durations(history.to_pyarrow_dataset(), statuses, measured_at),
+    )
     return dg.MaterializeResult(
         metadata={
             "source": _source(store),
@@ -191,7 +201,8 @@ def status_durations(lake: LakeResource, warehouse: WarehouseResource) -> dg.Mat
             "warehouse": warehouse.path,
             "dagster/row_count": durations.num_rows,
             HISTORY_VERSION_KEY: history.version(),
-            "measured_at": measured_at.isoformat(),
+            "recomputed": recomputed,
+            "open_stays_aged_to": measured_at.isoformat(),
             "completed_stays": int(pc.sum(durations["completed_stays"]).as_py() or 0),
             "open_stays": int(pc.sum(durations["open_stays"]).as_py() or 0),
             "preview": markdown_preview(durations, limit=20),
