@@ -272,7 +272,7 @@ def _schema_of_source(settings) -> tuple[dict, str]:
     """Reads the schema of the data source a sync would read, and says which one it is."""
     import dagster as dg
 
-    from leads_pipeline.defs.resource_factory import build_source
+    from leads_pipeline.defs.resources import build_source
     from leads_pipeline.settings import SOURCE_SAMPLE
 
     # Initialised as a run would initialise it, so that EnvVar("NOTION_TOKEN") is resolved.

@@ -5,7 +5,7 @@ import dagster as dg
 from leads_pipeline.defs.assets import analytics, downstream, ingestion, movement
 from leads_pipeline.defs.checks import build_checks, leads_freshness_policy
 from leads_pipeline.defs.jobs import JOBS
-from leads_pipeline.defs.resource_factory import build_resources
+from leads_pipeline.defs.resources import build_resources
 from leads_pipeline.defs.run_guard import guarded_in_process_executor
 from leads_pipeline.defs.schedules import build_schedules
 from leads_pipeline.defs.sensors import build_sensors

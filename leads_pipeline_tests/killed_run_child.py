@@ -18,7 +18,7 @@ from leads_pipeline.definitions import ASSETS
 from leads_pipeline.defs.assets import movement
 from leads_pipeline.defs.checks import CHECKS
 from leads_pipeline.defs.jobs import JOBS
-from leads_pipeline.defs.resource_factory import build_resources
+from leads_pipeline.defs.resources import build_resources
 from leads_pipeline.defs.run_guard import guarded_in_process_executor
 from leads_pipeline.settings import load_settings
 from leads_pipeline.sources.sample import SampleLeadsSource

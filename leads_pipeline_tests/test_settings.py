@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from leads_pipeline import settings as settings_module
-from leads_pipeline.defs.resource_factory import build_source
+from leads_pipeline.defs.resources import build_source
 from leads_pipeline.settings import VARIABLES, ConfigurationError, Settings, load_settings
 from leads_pipeline.sources.notion import NotionLeadsSource
 from leads_pipeline.sources.sample_data import SAMPLE_SCHEMA

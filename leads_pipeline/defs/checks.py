@@ -92,7 +92,7 @@ def missing_table(table: str) -> dg.AssetCheckResult:
 )
 def leads_id_unique_and_not_null(lake: LakeResource) -> dg.AssetCheckResult:
     """Fails when ``leads.id`` holds a null or a duplicate."""
-    ids = lake.lake().read(LEADS_TABLE, columns=["id"])
+    ids = lake.delta_lake().read(LEADS_TABLE, columns=["id"])
     if ids is None:
         return missing_table(LEADS_TABLE)
     column = ids["id"]
@@ -133,7 +133,7 @@ def _leads_at_counts_version(
 
     Falls back to the current version when no materialization records one (or it was vacuumed).
     """
-    store = lake.lake()
+    store = lake.delta_lake()
     version = None
     event = context.instance.get_latest_materialization_event(dg.AssetKey(counts_asset))
     if event is not None and event.asset_materialization is not None:
@@ -262,7 +262,7 @@ def quality_share_check(max_share: float) -> dg.AssetChecksDefinition:
     )
     def share_of_leads_with_issues(lake: LakeResource) -> dg.AssetCheckResult:
         """Warns when too many leads have a value that could not be parsed."""
-        store = lake.lake()
+        store = lake.delta_lake()
         leads = store.read(LEADS_TABLE, columns=["id"])
         issues = store.read(ISSUES_TABLE, columns=["page_id"])
         if leads is None or issues is None:
@@ -305,7 +305,7 @@ share_of_leads_with_issues = quality_share_check(Settings().quality_max_share)
 )
 def history_matches_leads(lake: LakeResource) -> dg.AssetCheckResult:
     """Fails when ``lead_history`` disagrees with ``leads`` or its versions do not chain."""
-    found = verify_history(lake.lake())
+    found = verify_history(lake.delta_lake())
     if not found.exists:
         return missing_table(f"{HISTORY_TABLE} or {LEADS_TABLE}")
     return dg.AssetCheckResult(

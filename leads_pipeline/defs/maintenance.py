@@ -121,7 +121,7 @@ def compact_and_vacuum_lake(
     context: dg.OpExecutionContext, config: MaintainLakeConfig, lake: LakeResource
 ) -> dg.Output[dict]:
     """Compacts every Delta table of the lake, then vacuums files older than the retention."""
-    store = lake.lake()
+    store = lake.delta_lake()
     results = _maintain(context, store, config, config.tables)
     totals = {
         "tables_maintained": len(results),

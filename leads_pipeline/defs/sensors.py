@@ -46,7 +46,7 @@ def _probe(source: LeadsSource) -> LeadsSource:
 
 def lake_watermark(lake: LakeResource) -> datetime | None:
     """The newest ``last_edited_time`` in ``raw_notion_leads``: what syncs have ingested so far."""
-    table = lake.lake().read(RAW_TABLE, columns=["last_edited_time"])
+    table = lake.delta_lake().read(RAW_TABLE, columns=["last_edited_time"])
     if table is None or table.num_rows == 0:
         return None
     return pc.max(table["last_edited_time"]).as_py()

@@ -29,7 +29,7 @@ from deltalake import DeltaTable
 
 from leads_pipeline.definitions import ASSETS, defs
 from leads_pipeline.defs.pools import LAKE_POOL
-from leads_pipeline.defs.resource_factory import build_resources
+from leads_pipeline.defs.resources import build_resources
 from leads_pipeline.defs.run_guard import (
     RUN_WORKER_TAG,
     PoolGuard,

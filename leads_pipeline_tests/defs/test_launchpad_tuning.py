@@ -26,8 +26,7 @@ import yaml
 from dagster_shared.serdes import serialize_value
 
 from leads_pipeline.defs.assets.ingestion import raw_notion_leads
-from leads_pipeline.defs.resource_factory import build_resources, build_source
-from leads_pipeline.defs.resources import LakeResource
+from leads_pipeline.defs.resources import LakeResource, build_resources, build_source
 from leads_pipeline.settings import load_settings
 from leads_pipeline.sources.notion import NotionLeadsSource
 from leads_pipeline.sources.sample_data import SAMPLE_DATABASE_ID

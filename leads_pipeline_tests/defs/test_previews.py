@@ -14,7 +14,7 @@ import pytest
 
 from leads_pipeline.defs.assets import ingestion
 from leads_pipeline.defs.metadata import mask_email, mask_name, mask_phone, notion_link
-from leads_pipeline.defs.resource_factory import build_resources
+from leads_pipeline.defs.resources import build_resources
 from leads_pipeline.settings import ConfigurationError, full_previews_enabled, load_settings
 from leads_pipeline.sources.sample_data import cached_pages
 from leads_pipeline_tests.lake_helpers import Workspace, metadata_of

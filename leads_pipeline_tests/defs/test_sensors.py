@@ -156,7 +156,7 @@ def test_notion_one_cheap_request_per_tick_and_cursor_follows_ingested_data(seed
         assert fake.counts["query"] == 1
 
         edited_at = (watermark + dt.timedelta(minutes=5)).replace(second=0, microsecond=0)
-        target = resources["lake"].lake().read(RAW_TABLE, columns=["page_id"])["page_id"][0]
+        target = resources["lake"].delta_lake().read(RAW_TABLE, columns=["page_id"])["page_id"][0]
         fake.edit(
             target.as_py(), {"Email": {"type": "email", "email": "new@exemple.fr"}}, at=edited_at
         )

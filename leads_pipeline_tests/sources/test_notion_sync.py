@@ -12,8 +12,12 @@ from deltalake import DeltaTable
 
 from leads_pipeline.defs.assets import analytics, ingestion
 from leads_pipeline.defs.jobs import refresh_leads, sync_leads
-from leads_pipeline.defs.resource_factory import build_resources
-from leads_pipeline.defs.resources import LakeResource, PropertyMapResource, WarehouseResource
+from leads_pipeline.defs.resources import (
+    LakeResource,
+    PropertyMapResource,
+    WarehouseResource,
+    build_resources,
+)
 from leads_pipeline.settings import load_settings
 from leads_pipeline.sources.sample_data import SAMPLE_DATA_SOURCE_ID, SAMPLE_SCHEMA, generate_pages
 from leads_pipeline.storage.warehouse import Warehouse

@@ -13,8 +13,12 @@ from deltalake import DeltaTable
 
 from leads_pipeline.defs.assets import analytics, ingestion
 from leads_pipeline.defs.jobs import refresh_leads, sync_leads
-from leads_pipeline.defs.resource_factory import build_resources
-from leads_pipeline.defs.resources import LakeResource, PropertyMapResource, WarehouseResource
+from leads_pipeline.defs.resources import (
+    LakeResource,
+    PropertyMapResource,
+    WarehouseResource,
+    build_resources,
+)
 from leads_pipeline.settings import load_settings
 from leads_pipeline.sources.base import ListingStats
 from leads_pipeline.sources.memory import InMemoryLeadsSource

@@ -24,7 +24,7 @@ def _materialize_counts(
 ) -> dg.MaterializeResult:
     table = grain.table(EVENT_COUNTS)
     title = f"Leads {grain.title}, last 12 months"
-    store = lake.lake()
+    store = lake.delta_lake()
     leads = store.load(LEADS_TABLE)
     if leads is None:
         raise dg.Failure(

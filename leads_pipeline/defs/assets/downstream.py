@@ -304,7 +304,7 @@ def weekly_objectives(
         configured = config.configured_as_of()
     except ValueError as error:
         raise dg.Failure(f"as_of={config.as_of!r} is not a YYYY-MM-DD date.") from error
-    reference = reference_day(configured, lake.lake())
+    reference = reference_day(configured, lake.delta_lake())
     as_of = reference.day
     counts = _read_counts(warehouse, WEEK)
     window = objectives_window(counts, config.weeks, as_of)

@@ -77,7 +77,7 @@ def raw_notion_leads(
     """
     outcome = sync_raw(
         source,
-        lake.lake(),
+        lake.delta_lake(),
         mapping=property_map.load(),
         full_listing=config.full_listing,
         log=context.log,
@@ -151,7 +151,7 @@ def leads_and_quality_issues(
     property_map: PropertyMapResource,
 ):
     """Parses raw pages into the typed leads table and the quality issues found on the way."""
-    store = lake.lake()
+    store = lake.delta_lake()
     stored = load_schema(store)
     if stored is None:
         raise dg.Failure(
@@ -261,7 +261,7 @@ def lead_history(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
     so a run killed after leads is completed by the next one; the first run replays every version
     of leads still in its Delta history.
     """
-    store = lake.lake()
+    store = lake.delta_lake()
     source = store.commit_value(LEADS_TABLE, "source") or "unknown"
     outcome = derive_history(
         store, examined=_examined_through(context), metadata={"source": source}

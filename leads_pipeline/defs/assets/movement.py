@@ -91,7 +91,7 @@ def _statuses_origin(statuses: pa.Table) -> str:
 def _materialize_entries(
     lake: LakeResource, warehouse: WarehouseResource, grain: Grain
 ) -> dg.MaterializeResult:
-    store = lake.lake()
+    store = lake.delta_lake()
     history = _load(store, HISTORY_TABLE, HISTORY_TABLE)
     statuses = lake_statuses(store)
     table = grain.table(STATUS_ENTRIES)
@@ -180,7 +180,7 @@ def status_durations(lake: LakeResource, warehouse: WarehouseResource) -> dg.Mat
     the history version, the statuses and the day, so it is reused within a day (an unchanged
     sync recomputes nothing) and two runs of the same day agree.
     """
-    store = lake.lake()
+    store = lake.delta_lake()
     history = _load(store, HISTORY_TABLE, HISTORY_TABLE)
     statuses = lake_statuses(store)
     measured_at = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -225,7 +225,7 @@ def cohort_conversion(lake: LakeResource, warehouse: WarehouseResource) -> dg.Ma
     the share of each (NULL for an empty month), and the median days from first contact to call
     booked.
     """
-    store = lake.lake()
+    store = lake.delta_lake()
     leads = _load(store, LEADS_TABLE, LEADS_TABLE)
     origin = (
         f"{store.table_uri(LEADS_TABLE)}@{leads.version()}#"
@@ -287,7 +287,7 @@ def reconcile_entries(
     entries = warehouse.warehouse().read_table(table)
     if entries is None:
         return missing_table(table)
-    store = lake.lake()
+    store = lake.delta_lake()
     history = _history_at_entries_version(context, store, grain.asset(STATUS_ENTRIES))
     if history is None:
         return missing_table(HISTORY_TABLE)
