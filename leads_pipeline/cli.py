@@ -1,7 +1,8 @@
 """``leads-pipeline``: read the pipeline's results from the shell, and write its property map.
 
-Exit codes: 0 success, 1 unexpected error, 2 usage error (bad option or date, ``map suggest
---output`` onto an existing file without ``--force``), 3 the pipeline has not run yet (the message
+Exit codes: 0 success, 1 unexpected error, 2 usage error (bad option or date, ``--as-of`` before
+the history begins, a lead id or URL that is malformed or names no lead, ``map suggest --output``
+onto an existing file without ``--force``), 3 the pipeline has not run yet (the message
 names the command that builds the results), 4 the property map is invalid or does not fit the data
 source's schema (the message names the column and the property), 5 the configuration is invalid (the
 message names the environment variable).
@@ -17,11 +18,19 @@ import re
 import sys
 from calendar import monthrange
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from tabulate import tabulate
 
-from leads_pipeline.serving import BUILD_COMMAND, LeadsAnalytics, PipelineNotRunError
+from leads_pipeline.serving import (
+    BUILD_COMMAND,
+    VERSION_FIELDS,
+    HistoryRangeError,
+    InvalidLeadIdError,
+    LeadNotFoundError,
+    LeadsAnalytics,
+    PipelineNotRunError,
+)
 from leads_pipeline.tables import GRAINS
 
 EXIT_OK = 0
@@ -38,6 +47,10 @@ examples:
   leads-pipeline counts --by week                         weekly counts, as a table
   leads-pipeline counts --by month --from 2025-01 --to 2025-06 --format csv > h1.csv
   leads-pipeline counts --by week --from 2025-W10 --format json | jq '.[0]'
+  leads-pipeline counts --by week --as-of 2025-03-01      the counts as they were then
+  leads-pipeline history https://www.notion.so/Lea-Benard-345abbc9cdc74ea38f5eed862620c92b
+  leads-pipeline statuses --by month --from 2025-01       leads entering each status
+  leads-pipeline cohorts --format csv                     conversion per month of first contact
   leads-pipeline status                                   last sync, watermark, row counts
   leads-pipeline issues --column email                    values to fix in Notion, with links
   LEADS_WAREHOUSE_PATH=/srv/leads/warehouse.duckdb leads-pipeline counts --by month
@@ -52,7 +65,8 @@ configuration:
 exit codes:
   0  success
   1  unexpected error (message on stderr)
-  2  usage error: unknown option, bad date, --from after --to,
+  2  usage error: unknown option, bad date, --from after --to, --as-of before the
+     history begins, a lead id or URL that is malformed or names no lead,
      map suggest --output onto an existing file without --force
   3  the pipeline has not run yet; build the results with:
        {BUILD_COMMAND}
@@ -77,6 +91,9 @@ dates:
   A period is kept when it contains or follows --from and contains or precedes --to: with
   --by week, --from 2025-01-01 starts at 2025-W01 (the week holding 1 January), and --to 2025-01
   means up to 31 January. Both bounds are inclusive and optional.
+  --as-of 2025-03-01 (midnight UTC) or 2025-03-01T14:30 (UTC unless an offset is given): the
+  counts over the leads as lead_history says they were at that moment, for any moment since
+  the history's oldest version (not limited by Delta's vacuum retention).
 
 formats:
   table  aligned columns for reading (default)
@@ -118,11 +135,47 @@ def parse_date_bound(text: str, *, upper: bool) -> date:
     )
 
 
+def parse_moment(text: str) -> datetime:
+    """Parses ``--as-of``: a day (its midnight UTC) or an ISO datetime (UTC unless an offset).
+
+    Raises:
+        argparse.ArgumentTypeError: If the text is neither.
+    """
+    value = text.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return datetime.combine(date.fromisoformat(value), time(0), UTC)
+        moment = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date or datetime: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM]"
+        ) from error
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _add_bounds(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--from",
+        dest="start",
+        metavar="DATE",
+        type=lambda text: parse_date_bound(text, upper=False),
+        help="first period: the one containing DATE",
+    )
+    command.add_argument(
+        "--to",
+        dest="end",
+        metavar="DATE",
+        type=lambda text: parse_date_bound(text, upper=True),
+        help="last period: the one containing DATE",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leads-pipeline",
-        description="Read the leads pipeline's results: the event counts the old API served, "
-        "and where ingestion stands. Read-only: it never blocks a running pipeline. `map` "
+        description="Read the leads pipeline's results: the event counts the old API served "
+        "(now or as of a past moment), each lead's history, status entries, cohorts, and where "
+        "ingestion stands. Read-only: it never blocks a running pipeline. `map` "
         "suggests and checks the property map against the data source's schema.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -146,19 +199,13 @@ def _parser() -> argparse.ArgumentParser:
     counts.add_argument(
         "--by", choices=[grain.name for grain in GRAINS], required=True, help="period grain"
     )
+    _add_bounds(counts)
     counts.add_argument(
-        "--from",
-        dest="start",
-        metavar="DATE",
-        type=lambda text: parse_date_bound(text, upper=False),
-        help="first period: the one containing DATE",
-    )
-    counts.add_argument(
-        "--to",
-        dest="end",
-        metavar="DATE",
-        type=lambda text: parse_date_bound(text, upper=True),
-        help="last period: the one containing DATE",
+        "--as-of",
+        dest="as_of",
+        metavar="WHEN",
+        type=parse_moment,
+        help="the counts as they were at WHEN (a date or datetime), from lead_history",
     )
     output = counts.add_mutually_exclusive_group()
     output.add_argument("--format", choices=FORMATS, default="table", help="output format")
@@ -187,8 +234,49 @@ def _parser() -> argparse.ArgumentParser:
     )
     issues.add_argument("--column", metavar="C", help="only the issues of column C (e.g. email)")
     issues.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    _history_parsers(commands)
     _map_parser(commands)
     return parser
+
+
+def _history_parsers(commands) -> None:
+    history = commands.add_parser(
+        "history",
+        help="every version of one lead, from lead_history",
+        description="Every version of one lead the pipeline has observed, oldest first: when "
+        "each began and ended, what changed (created, updated, deleted, restored) and which "
+        "columns. The table shows the changed values; json and csv give every column.",
+    )
+    history.add_argument(
+        "lead",
+        metavar="LEAD",
+        help="the lead's Notion page id (dashes optional) or its Notion URL",
+    )
+    history.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    statuses = commands.add_parser(
+        "statuses",
+        help="how many leads entered each status per week or month",
+        description="Per period and status (in Notion's order), how many leads entered the "
+        "status: a lead enters one with its first version or a version whose status differs "
+        "from the previous one. The table has one column per status; json and csv one row per "
+        "period and status, with the status group.",
+        epilog="--from/--to: as for counts (a day, an ISO week or a month; inclusive).",
+    )
+    statuses.add_argument(
+        "--by", choices=[grain.name for grain in GRAINS], required=True, help="period grain"
+    )
+    _add_bounds(statuses)
+    statuses.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    cohorts = commands.add_parser(
+        "cohorts",
+        help="per month of first contact, how many leads replied and booked a call",
+        description="One row per month of first contact (date_prise_contact): the cohort's "
+        "leads, how many have a reply, a call proposed and a call booked date, the shares, and "
+        "the median days from first contact to call booked.",
+        epilog="--from/--to: months to keep (a day, an ISO week or a month; inclusive).",
+    )
+    _add_bounds(cohorts)
+    cohorts.add_argument("--format", choices=FORMATS, default="table", help="output format")
 
 
 def _map_parser(commands) -> None:
@@ -262,6 +350,50 @@ def _print_issues(records: list[dict], output_format: str) -> None:
         print(tabulate(records, headers="keys", tablefmt="simple", missingval="-"))
     else:
         print("(no quality issues)")
+
+
+#: Characters of a changed value in ``history --format table``.
+_TABLE_VALUE_CHARS = 30
+
+
+def _short(value: object) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= _TABLE_VALUE_CHARS else text[: _TABLE_VALUE_CHARS - 1] + "…"
+
+
+def _print_history(records: list[dict], output_format: str) -> None:
+    """Prints ``history``: the table shows each version's changed values, json and csv all."""
+    if output_format == "json":
+        print(json.dumps(records, ensure_ascii=False, indent=2))
+        return
+    if output_format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**r, "changed_columns": ";".join(r["changed_columns"])} for r in records)
+        return
+    shown = [
+        {
+            **{name: record[name] for name in VERSION_FIELDS if name not in ("id", "synced_at")},
+            "changed_columns": ", ".join(
+                f"{c}={_short(record.get(c))}" for c in record["changed_columns"]
+            ),
+        }
+        for record in records
+    ]
+    print(f"lead {records[0]['id']}  {records[0].get('url') or ''}".rstrip())
+    print(tabulate(shown, headers="keys", tablefmt="simple", missingval="-"))
+
+
+def _print_status_entries(records: list[dict], output_format: str) -> None:
+    """Prints ``statuses``: a table with one column per status, json/csv one row per pair."""
+    if output_format != "table" or not records:
+        _print_records(records, output_format)
+        return
+    label = next(iter(records[0]))
+    rows: dict[str, dict] = {}
+    for record in records:
+        rows.setdefault(record[label], {label: record[label]})[record["statut"]] = record["entries"]
+    print(tabulate(list(rows.values()), headers="keys", tablefmt="simple"))
 
 
 class _Refused(Exception):
@@ -353,7 +485,16 @@ def _run(args: argparse.Namespace) -> None:
         lake_uri=args.lake or settings.lake_uri,
     )
     if args.command == "counts":
-        rows = analytics.counts(by=args.by, start=args.start, end=args.end)
+        rows = analytics.counts(by=args.by, start=args.start, end=args.end, as_of=args.as_of)
+        _print_records([row.model_dump(mode="json") for row in rows], args.format)
+    elif args.command == "history":
+        versions = analytics.lead_history(args.lead)
+        _print_history([v.model_dump(mode="json") for v in versions], args.format)
+    elif args.command == "statuses":
+        rows = analytics.status_entries(by=args.by, start=args.start, end=args.end)
+        _print_status_entries([row.model_dump(mode="json") for row in rows], args.format)
+    elif args.command == "cohorts":
+        rows = analytics.cohorts(start=args.start, end=args.end)
         _print_records([row.model_dump(mode="json") for row in rows], args.format)
     elif args.command == "status":
         status = analytics.ingestion_status().model_dump(mode="json")
@@ -399,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"leads-pipeline: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIGURATION
-    except _Refused as error:
+    except (_Refused, InvalidLeadIdError, LeadNotFoundError, HistoryRangeError) as error:
         print(f"leads-pipeline: {error}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # e.g. piped into `head`: not an error
