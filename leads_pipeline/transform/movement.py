@@ -197,34 +197,83 @@ def compute_status_entries(
     )
 
 
+def _stays_marked_sql(relation: str) -> str:
+    """Every version flagged as :func:`_marked_sql` does, and in the same window (one sort):
+    ``next_continues`` (the next version stays in this one's status) and ``next_from`` (the next
+    version's ``valid_from``)."""
+    return f"""
+        SELECT id, version, valid_from, statut,
+               change IS DISTINCT FROM '{_DELETED}' AND statut IS NOT NULL AS is_live,
+               coalesce(
+                   lag(version) OVER w IS NOT NULL
+                   AND lag(change) OVER w IS DISTINCT FROM '{_DELETED}'
+                   AND lag(statut) OVER w = statut,
+                   FALSE
+               ) AS same_as_previous,
+               -- The next version's same_as_previous AND is_live, read from this row.
+               coalesce(
+                   version IS NOT NULL
+                   AND change IS DISTINCT FROM '{_DELETED}'
+                   AND lead(change) OVER w IS DISTINCT FROM '{_DELETED}'
+                   AND lead(statut) OVER w = statut,
+                   FALSE
+               ) AS next_continues,
+               lead(valid_from) OVER w AS next_from
+        FROM {relation}
+        WINDOW w AS (PARTITION BY id ORDER BY version)
+    """
+
+
 def status_durations_sql(relation: str, now: datetime, statuses: str = _STATUSES) -> str:
-    """SQL of the stays per status (see :func:`compute_status_durations`)."""
+    """SQL of the stays per status (see :func:`compute_status_durations`).
+
+    A stay is a run of versions: its entry, then the versions continuing it; it ends at the
+    ``valid_from`` of the version after its last one (``next_from`` there; NULL: open). One window
+    finds both ends of every run; a run of one version (the usual case) is a stay at once, and
+    only the first and last versions of longer runs are paired, by a second window over them.
+    """
     moment = (now if now.tzinfo is not None else now.replace(tzinfo=UTC)).astimezone(UTC)
     return f"""
-        WITH {_entries_cte(relation)},
-        -- Versions where a stay can begin or end: every one that does not continue a stay.
-        boundaries AS (
-            SELECT id, version, statut, valid_from, NOT same_as_previous AND is_live AS is_entry,
-                   lead(valid_from) OVER (PARTITION BY id ORDER BY version) AS ended_at
-            FROM marked WHERE NOT (is_live AND same_as_previous)
+        WITH marked AS ({_stays_marked_sql(relation)}),
+        ends AS (
+            SELECT id, version, statut, valid_from, next_from,
+                   NOT same_as_previous AS is_entry, NOT next_continues AS is_last
+            FROM marked WHERE is_live AND (NOT same_as_previous OR NOT next_continues)
+        ),
+        runs AS (
+            SELECT statut, valid_from AS entered_at, next_from AS ended_at
+            FROM ends WHERE is_entry AND is_last
+            UNION ALL
+            SELECT statut, valid_from AS entered_at, ended_at FROM (
+                SELECT statut, valid_from, is_entry,
+                       lead(next_from) OVER (PARTITION BY id ORDER BY version) AS ended_at
+                FROM ends WHERE is_entry <> is_last
+            ) WHERE is_entry
         ),
         stays AS (
             SELECT statut,
-                   (epoch(ended_at) - epoch(valid_from)) / 86400.0 AS days,
-                   (epoch(TIMESTAMPTZ '{moment.isoformat()}') - epoch(valid_from)) / 86400.0
+                   (epoch(ended_at) - epoch(entered_at)) / 86400.0 AS days,
+                   (epoch(TIMESTAMPTZ '{moment.isoformat()}') - epoch(entered_at)) / 86400.0
                        AS age_days,
                    ended_at IS NOT NULL AS completed
-            FROM boundaries WHERE is_entry
+            FROM runs
         ),
-        {_all_statuses_cte(statuses, "stays")}
+        per_status AS (
+            SELECT statut,
+                   count(*) FILTER (WHERE completed) AS completed_stays,
+                   quantile_cont(days, 0.5) FILTER (WHERE completed) AS median_days,
+                   quantile_cont(days, 0.9) FILTER (WHERE completed) AS p90_days,
+                   count(*) FILTER (WHERE NOT completed) AS open_stays,
+                   quantile_cont(age_days, 0.5) FILTER (WHERE NOT completed) AS median_open_days
+            FROM stays GROUP BY statut
+        ),
+        {_all_statuses_cte(statuses, "per_status")}
         SELECT s.statut, s.status_group, s.position,
-               count(t.statut) FILTER (WHERE t.completed)::BIGINT AS completed_stays,
-               quantile_cont(t.days, 0.5) FILTER (WHERE t.completed) AS median_days,
-               quantile_cont(t.days, 0.9) FILTER (WHERE t.completed) AS p90_days,
-               count(t.statut) FILTER (WHERE NOT t.completed)::BIGINT AS open_stays,
-               quantile_cont(t.age_days, 0.5) FILTER (WHERE NOT t.completed) AS median_open_days
-        FROM all_statuses s LEFT JOIN stays t ON t.statut = s.statut
-        GROUP BY s.statut, s.status_group, s.position
+               coalesce(t.completed_stays, 0)::BIGINT AS completed_stays,
+               t.median_days, t.p90_days,
+               coalesce(t.open_stays, 0)::BIGINT AS open_stays,
+               t.median_open_days
+        FROM all_statuses s LEFT JOIN per_status t ON t.statut = s.statut
         ORDER BY s.position
     """
 
