@@ -57,6 +57,12 @@ DEFAULT_FRESHNESS_FAIL_MINUTES = 120
 DEFAULT_FRESHNESS_WARN_MINUTES = 60
 #: At most 5 % of leads may have a value that could not be read.
 DEFAULT_QUALITY_MAX_SHARE = 0.05
+#: Who owns the assets, as the Dagster UI shows it (``LEADS_OWNERS``).
+DEFAULT_OWNERS = ("team:sales-analytics",)
+#: The branch code references link to when ``LEADS_GIT_URL`` is set.
+DEFAULT_GIT_BRANCH = "main"
+_TEAM_OWNER = re.compile(r"team:[A-Za-z0-9_.-]+")
+_EMAIL_OWNER = re.compile(r"[^@\s,]+@[^@\s,]+\.[^@\s,]+")
 
 # The knobs' types, shared by the environment variables (checked at load) and the Notion source's
 # fields (checked when a run builds the resource, e.g. from launchpad config).
@@ -255,6 +261,30 @@ def _is_set(text: str, variable: Variable, default: bool) -> bool:
     return True
 
 
+def _parse_owners(text: str, variable: Variable, default: tuple[str, ...]) -> tuple[str, ...]:
+    owners = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    bad = [o for o in owners if not (_TEAM_OWNER.fullmatch(o) or _EMAIL_OWNER.fullmatch(o))]
+    if bad or not owners:
+        raise ConfigurationError(
+            f"{variable.name}={text!r} is not valid: {', '.join(map(repr, bad)) or 'no owner'} "
+            "is neither a team (team:name) nor an email address. Give a comma-separated list, "
+            f"e.g. 'team:sales-analytics,jane@example.com'; unset it to use the default "
+            f"{','.join(default)!r}."
+        )
+    return owners
+
+
+def _parse_git_url(text: str, variable: Variable, default: str | None) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            f"{variable.name}={text!r} is not valid: give the repository's web address, e.g. "
+            "'https://github.com/acme/leads_pipeline' (code references link into it); unset it "
+            "to link them to the local files only."
+        )
+    return text.rstrip("/")
+
+
 def _cron(default: str, name: str, job: str):
     return _setting(default, name, parse=_parse_cron, sets=f"the cron of {job}'s schedule")
 
@@ -302,6 +332,11 @@ class Settings:
             sample source's own default.
         conditional_put_in_environment: Whether the environment sets deltalake's S3
             ``conditional_put`` option itself (``AWS_CONDITIONAL_PUT``, any case).
+        owners: The owners of every asset (``LEADS_OWNERS``, comma-separated teams
+            ``team:name`` or email addresses; default ``team:sales-analytics``).
+        git_url: The repository's web address (``LEADS_GIT_URL``): code references link to the
+            source files there; ``None`` links them to the local files only.
+        git_branch: The branch (or commit) those links point at (``LEADS_GIT_BRANCH``).
     """
 
     source: str = _setting(SOURCE_SAMPLE, "LEADS_SOURCE")
@@ -358,6 +393,13 @@ class Settings:
         "the day of the sample's evolution (0: the sample as generated)",
     )
     conditional_put_in_environment: bool = _setting(False, CONDITIONAL_PUT_VARIABLE)
+    owners: tuple[str, ...] = _setting(
+        DEFAULT_OWNERS, "LEADS_OWNERS", parse=_parse_owners, sets="the owners of every asset"
+    )
+    git_url: str | None = _setting(None, "LEADS_GIT_URL", parse=_parse_git_url)
+    git_branch: str = _setting(
+        DEFAULT_GIT_BRANCH, "LEADS_GIT_BRANCH", str, "a branch name", "the branch code links use"
+    )
 
 
 def _variables(cls: type) -> tuple[str, ...]:

@@ -244,7 +244,7 @@ def test_materialize_all_from_the_ui_api(tmp_path):
         ]["assetMaterializations"][0]["metadataEntries"]
         shown = {e["label"]: e for e in entries}
         assert shown["chart"]["mdStr"].startswith("![chart](data:image/png;base64,")
-        assert shown["total_date_prise_contact"]["intValue"] == 2000
+        assert shown["first_contacts_total"]["intValue"] == 2000
 
     assert DeltaTable(str(dev.lake / "leads")).to_pyarrow_dataset().count_rows() == 2000
     with Warehouse(dev.warehouse).read() as con:

@@ -12,8 +12,10 @@ from datetime import timedelta
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from deltalake.exceptions import DeltaError
 
+from leads_pipeline.defs.metadata import percent, recorded_int, thousands, version_text
 from leads_pipeline.defs.resources import LakeResource, WarehouseResource
 from leads_pipeline.settings import Settings, as_settings, variable_of
 from leads_pipeline.tables import (
@@ -32,6 +34,7 @@ LEADS_ID_CHECK = "id_unique_and_not_null"
 RECONCILE_CHECK = "counts_reconcile_with_leads"
 QUALITY_SHARE_CHECK = "share_of_leads_with_issues"
 HISTORY_CHECK = "history_matches_leads"
+SCHEMA_CHANGE_CHECK = "column_schema_unchanged"
 
 QUALITY_SHARE_VARIABLE = variable_of("quality_max_share")
 
@@ -101,6 +104,10 @@ def leads_id_unique_and_not_null(lake: LakeResource) -> dg.AssetCheckResult:
     duplicated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
     passed = nulls == 0 and len(duplicated) == 0
     examples = ", ".join(sorted(str(v) for v in duplicated.to_pylist()[:5]))
+    dg.get_dagster_logger().info(
+        f"{LEADS_TABLE}:{LEADS_ID_CHECK}: {'passed' if passed else 'FAILED'}, "
+        f"{thousands(ids.num_rows)} ids, {nulls} null, {len(duplicated)} duplicated."
+    )
     return dg.AssetCheckResult(
         passed=passed,
         description=(
@@ -137,12 +144,11 @@ def _leads_at_counts_version(
     version = None
     event = context.instance.get_latest_materialization_event(dg.AssetKey(counts_asset))
     if event is not None and event.asset_materialization is not None:
-        recorded = event.asset_materialization.metadata.get(_COUNTS_VERSION_KEY)
-        version = getattr(recorded, "value", None)
+        version = recorded_int(event.asset_materialization.metadata, _COUNTS_VERSION_KEY)
     table = None
     if version is not None:
         try:
-            table = store.load(LEADS_TABLE, version=int(version))
+            table = store.load(LEADS_TABLE, version=version)
         except (DeltaError, OSError):  # vacuumed or unreadable: compare with the current one
             context.log.warning(f"leads version {version} cannot be read; using the current one.")
             table = None
@@ -198,12 +204,17 @@ def _reconcile_check(
     totals = reconcile(counts, leads)
     others = _other_totals(warehouse, grain)
     mismatched = {c: t for c, t in totals.items() if t[0] != t[1]}
-    metadata: dict = {"table_exists": True, "leads_delta_version": version}
+    metadata: dict = {"table_exists": True, _COUNTS_VERSION_KEY: version_text(version)}
     for column, (in_counts, in_leads) in totals.items():
         metadata[f"{column}/counts"] = in_counts
         metadata[f"{column}/leads"] = in_leads
         for other, other_totals in others.items():
             metadata[f"{column}/{other}"] = -1 if other_totals is None else other_totals[column]
+    context.log.info(
+        f"{grain.asset(EVENT_COUNTS)}:{RECONCILE_CHECK}: "
+        f"{'passed' if not mismatched else 'FAILED'}, {len(totals) - len(mismatched)}/"
+        f"{len(totals)} event columns equal to leads version {version}."
+    )
     return dg.AssetCheckResult(
         passed=not mismatched,
         description=(
@@ -272,6 +283,12 @@ def quality_share_check(max_share: float) -> dg.AssetChecksDefinition:
             pc.filter(issues["page_id"], pc.is_in(issues["page_id"], leads["id"]))
         ).as_py()
         share = affected / leads.num_rows if leads.num_rows else 0.0
+        dg.get_dagster_logger().info(
+            f"{ISSUES_TABLE}:{QUALITY_SHARE_CHECK}: "
+            f"{'passed' if share <= threshold else 'warning'}, {thousands(affected)} of "
+            f"{thousands(leads.num_rows)} leads ({share:.1%}) with an unreadable value, "
+            f"threshold {threshold:.1%}."
+        )
         return dg.AssetCheckResult(
             passed=share <= threshold,
             severity=dg.AssetCheckSeverity.WARN,
@@ -283,8 +300,8 @@ def quality_share_check(max_share: float) -> dg.AssetChecksDefinition:
                 "table_exists": True,
                 "leads": leads.num_rows,
                 "leads_with_issues": affected,
-                "share": round(share, 6),
-                "threshold": threshold,
+                "leads_with_issues_percent": percent(share),
+                "threshold_percent": percent(threshold),
             },
         )
 
@@ -295,19 +312,104 @@ def quality_share_check(max_share: float) -> dg.AssetChecksDefinition:
 share_of_leads_with_issues = quality_share_check(Settings().quality_max_share)
 
 
+#: Metadata of history_matches_leads naming what it verified; a later evaluation that finds both
+#: tables as they were then passes without reading them.
+_HISTORY_STATE_KEYS = (
+    "history_table_uri",
+    "history_delta_version",
+    "history_commit_timestamp",
+    "leads_table_uri",
+    "leads_delta_version",
+    "leads_commit_timestamp",
+)
+_UNCHANGED_KEY = "unchanged_since_last_pass"
+_VERIFIED_IN_RUN_KEY = "verified_in_run"
+
+
+def _table_state(lake: LakeResource) -> dict[str, str] | None:
+    """URI, Delta version and newest commit time of ``lead_history`` and ``leads`` (no data read).
+
+    None when either table is missing. The commit time tells a table recreated at the same
+    version number from the one verified. Every value is text (the UI lists it, never plots it).
+    """
+    store = lake.delta_lake()
+    state: dict[str, str] = {}
+    for prefix, name in (("history", HISTORY_TABLE), ("leads", LEADS_TABLE)):
+        table = store.load(name)
+        if table is None:
+            return None
+        [commit] = table.history(1) or [{"timestamp": -1}]
+        state[f"{prefix}_table_uri"] = store.table_uri(name)
+        state[f"{prefix}_delta_version"] = str(table.version())
+        state[f"{prefix}_commit_timestamp"] = str(int(commit.get("timestamp") or -1))
+    return state
+
+
+def _last_pass_at(
+    context: dg.AssetCheckExecutionContext, state: Mapping[str, str | int]
+) -> Mapping[str, dg.MetadataValue] | None:
+    """The metadata of the latest completed evaluation of this check, if it passed on exactly
+    ``state`` (same tables, same Delta versions and commits); None otherwise."""
+    key = dg.AssetCheckKey(dg.AssetKey(HISTORY_TABLE), HISTORY_CHECK)
+    completed = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+    records = context.instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=1, status=completed
+    )
+    evaluation = records[0].evaluation if records else None
+    if evaluation is None or not evaluation.passed:
+        return None
+    metadata = evaluation.metadata
+    recorded = {k: getattr(metadata.get(k), "value", None) for k in _HISTORY_STATE_KEYS}
+    return metadata if recorded == dict(state) else None
+
+
 @dg.asset_check(
     asset=HISTORY_TABLE,
     name=HISTORY_CHECK,
     blocking=True,
     additional_deps=[LEADS_TABLE],
     description="Exactly one current version per live lead, equal to its leads row; none for a "
-    "deleted lead; each lead's versions numbered 1..n and chained without overlap.",
+    "deleted lead; each lead's versions numbered 1..n and chained without overlap. Passes without "
+    "reading when neither table's Delta version moved since its last passing evaluation.",
 )
-def history_matches_leads(lake: LakeResource) -> dg.AssetCheckResult:
-    """Fails when ``lead_history`` disagrees with ``leads`` or its versions do not chain."""
+def history_matches_leads(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> dg.AssetCheckResult:
+    """Fails when ``lead_history`` disagrees with ``leads`` or its versions do not chain.
+
+    A full verification reads every current version, all of ``leads`` and the narrow columns of
+    every version. When the latest completed evaluation passed and neither table has committed
+    since (same URI, Delta version and commit time), nothing can have changed: the check passes
+    again without reading them, saying so, with the figures of the verification it relies on.
+    The versions are read before verifying, so a commit made meanwhile is verified next time.
+    """
+    state = _table_state(lake)
+    if state is None:
+        return missing_table(f"{HISTORY_TABLE} or {LEADS_TABLE}")
+    previous = _last_pass_at(context, state)
+    if previous is not None:
+        run = getattr(previous.get(_VERIFIED_IN_RUN_KEY), "value", None)
+        context.log.info(
+            f"{HISTORY_TABLE}:{HISTORY_CHECK}: passed, unchanged since run {run} verified it "
+            f"(lead_history version {state['history_delta_version']}, leads version "
+            f"{state['leads_delta_version']}); not read again."
+        )
+        return dg.AssetCheckResult(
+            passed=True,
+            description=(
+                f"Neither lead_history (Delta version {state['history_delta_version']}) nor leads "
+                f"(version {state['leads_delta_version']}) changed since the last passing "
+                f"evaluation, which verified them in full (run {run}): not read again."
+            ),
+            metadata={**previous, **state, _UNCHANGED_KEY: True},
+        )
     found = verify_history(lake.delta_lake())
     if not found.exists:
         return missing_table(f"{HISTORY_TABLE} or {LEADS_TABLE}")
+    context.log.info(
+        f"{HISTORY_TABLE}:{HISTORY_CHECK}: {'passed' if found.passed else 'FAILED'}, "
+        f"verified in full: {found.rows} versions, {found.live_leads} live leads."
+    )
     return dg.AssetCheckResult(
         passed=found.passed,
         description=found.describe(),
@@ -318,16 +420,94 @@ def history_matches_leads(lake: LakeResource) -> dg.AssetCheckResult:
             "current_versions": found.current_versions,
             **{name: found.problems.get(name, 0) for name in PROBLEMS},
             "differing_columns": dg.MetadataValue.json(dict(found.differing_columns)),
-            "history_leads_version": (
-                found.history_leads_version if found.history_leads_version is not None else -1
-            ),
-            "leads_version": found.leads_version,
+            "history_leads_version": version_text(found.history_leads_version),
+            "leads_version": version_text(found.leads_version),
+            **state,
+            _UNCHANGED_KEY: False,
+            _VERIFIED_IN_RUN_KEY: context.run.run_id,
+        },
+    )
+
+
+def _recorded_columns(record: dg.EventLogRecord) -> dict[str, str] | None:
+    """Column → type of the ``dagster/column_schema`` a materialization recorded (None if none)."""
+    materialization = record.asset_materialization
+    entry = materialization.metadata.get("dagster/column_schema") if materialization else None
+    schema = getattr(entry, "schema", None)
+    if schema is None:
+        return None
+    return {column.name: column.type for column in schema.columns}
+
+
+def schema_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """What changed between two column → type mappings, in words, in column order.
+
+    Returns:
+        ``added x (type)``, ``removed y (type)``, ``retyped z: old → new``; empty when unchanged.
+    """
+    added = [f"added {c} ({t})" for c, t in after.items() if c not in before]
+    removed = [f"removed {c} ({t})" for c, t in before.items() if c not in after]
+    retyped = [
+        f"retyped {c}: {before[c]} → {t}"
+        for c, t in after.items()
+        if c in before and before[c] != t
+    ]
+    return [*added, *removed, *retyped]
+
+
+@dg.asset_check(
+    asset=LEADS_TABLE,
+    name=SCHEMA_CHANGE_CHECK,
+    description="The columns of leads (names and types) are those of its previous "
+    "materialization; warns (never blocks) naming the columns added, removed or retyped, e.g. "
+    "after a change of the property map. Passes on the first materialization.",
+)
+def leads_column_schema_unchanged(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    """Warns when the column schema of ``leads`` differs from the previous materialization's."""
+    records = context.instance.fetch_materializations(dg.AssetKey(LEADS_TABLE), limit=2).records
+    schemas = [_recorded_columns(record) for record in records]
+    latest = schemas[0] if schemas else None
+    previous = schemas[1] if len(schemas) > 1 else None
+    if latest is None or previous is None:
+        why = (
+            "no materialization of leads records a column schema yet"
+            if latest is None
+            else "first materialization with a column schema: nothing to compare with"
+        )
+        context.log.info(f"{LEADS_TABLE}:{SCHEMA_CHANGE_CHECK}: passed, {why}.")
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"Passed: {why}.",
+            metadata={"columns": len(latest or {}), "compared": False},
+        )
+    changes = schema_changes(previous, latest)
+    context.log.info(
+        f"{LEADS_TABLE}:{SCHEMA_CHANGE_CHECK}: "
+        f"{'warning, ' + '; '.join(changes) if changes else 'passed, unchanged'} "
+        f"({len(latest)} columns)."
+    )
+    return dg.AssetCheckResult(
+        passed=not changes,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"The {len(latest)} columns of leads are those of the previous materialization."
+            if not changes
+            else "The columns of leads changed since the previous materialization: "
+            + "; ".join(changes)
+            + ". Readers of leads (queries, exports) may need the change too."
+        ),
+        metadata={
+            "columns": len(latest),
+            "compared": True,
+            "changes": dg.MetadataValue.json(changes),
         },
     )
 
 
 CHECKS = [
     leads_id_unique_and_not_null,
+    leads_column_schema_unchanged,
     *RECONCILE_CHECKS.values(),
     share_of_leads_with_issues,
     history_matches_leads,

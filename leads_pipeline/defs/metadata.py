@@ -10,14 +10,18 @@ links lose the title slug Notion puts in them (:func:`notion_link`), and page co
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import deltalake
 import pyarrow as pa
 from deltalake import DeltaTable
 from tabulate import tabulate
 
 from leads_pipeline.storage.lake import key_in
+from leads_pipeline.storage.warehouse import Warehouse
 
 #: How many quality issues the ``lead_quality_issues`` materialization lists, newest first.
 LATEST_ISSUES_LIMIT = 20
@@ -279,3 +283,158 @@ def quality_issue_metadata(
         ),
         "preview": preview,
     }
+
+
+# -- standard metadata: column schemas, table names, URIs, versions, percentages -------------
+
+#: The tags of a column holding customer data, shown on the column in the UI.
+PII_TAGS: dict[str, str] = {"pii": ""}
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def delta_type(dtype: Any) -> str:
+    """A Delta column type as Delta names it: ``string``, ``long``, ``timestamp``,
+    ``array<string>``, ``struct<a: long>``, ``map<string, long>``."""
+    if hasattr(dtype, "element_type"):
+        return f"array<{delta_type(dtype.element_type)}>"
+    if hasattr(dtype, "key_type"):
+        return f"map<{delta_type(dtype.key_type)}, {delta_type(dtype.value_type)}>"
+    if hasattr(dtype, "fields"):
+        inner = ", ".join(f"{f.name}: {delta_type(f.type)}" for f in dtype.fields)
+        return f"struct<{inner}>"
+    return str(dtype.type)
+
+
+def _column(name: str, type_name: str, descriptions: Mapping[str, str], nullable: bool = True):
+    return dg.TableColumn(
+        name,
+        type_name,
+        description=descriptions.get(name),
+        constraints=None if nullable else dg.TableColumnConstraints(nullable=False),
+        tags=PII_TAGS if name in PII_MASKS else None,
+    )
+
+
+def delta_column_schema(
+    schema: pa.Schema | deltalake.Schema, descriptions: Mapping[str, str]
+) -> dg.TableSchema:
+    """The ``dagster/column_schema`` of a Delta table, with Delta's type names.
+
+    Args:
+        schema: The table's schema: a Delta schema (read back from the table) or the Arrow
+            schema its writer uses (converted as deltalake converts it on write).
+        descriptions: Column → description; ``nom``, ``email`` and ``telephone`` are tagged
+            :data:`PII_TAGS`.
+    """
+    if isinstance(schema, pa.Schema):
+        schema = deltalake.Schema.from_arrow(schema)
+    return dg.TableSchema(
+        columns=[
+            _column(f.name, delta_type(f.type), descriptions, f.nullable) for f in schema.fields
+        ]
+    )
+
+
+def duckdb_column_schema(
+    columns: Sequence[tuple[str, str]], descriptions: Mapping[str, str]
+) -> dg.TableSchema:
+    """The ``dagster/column_schema`` of a DuckDB table, with DuckDB's type names.
+
+    Args:
+        columns: ``(name, DuckDB type)`` in table order.
+        descriptions: Column → description.
+    """
+    return dg.TableSchema(columns=[_column(name, kind, descriptions) for name, kind in columns])
+
+
+def duckdb_columns(warehouse: Warehouse, table: str) -> list[tuple[str, str]]:
+    """``(name, DuckDB type)`` of each column of ``table`` (``schema.name``) as published."""
+    schema, name = table.split(".", 1)
+    with warehouse.read() as con:
+        return con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [schema, name],
+        ).fetchall()
+
+
+def absolute_uri(location: str) -> str:
+    """A table location as an absolute URI: ``s3://…`` as is, a local path as ``file:///…``."""
+    if _SCHEME.match(location):
+        return location
+    return Path(location).resolve().as_uri()
+
+
+def duckdb_uri(path: str | Path, table: str) -> str:
+    """``duckdb:///abs/warehouse.duckdb?table=analytics.x``: a DuckDB table's absolute URI."""
+    return f"duckdb://{Path(path).resolve().as_posix()}?table={table}"
+
+
+def delta_table_metadata(
+    table: DeltaTable, name: str, uri: str, descriptions: Mapping[str, str]
+) -> dict[str, dg.MetadataValue]:
+    """The standard metadata of a Delta table as written: name, absolute URI, column schema and
+    version (as text: the UI does not plot it).
+
+    Args:
+        table: The table, at the version just written.
+        name: Its name (``leads``).
+        uri: Its location (the lake's ``table_uri``; relative paths are resolved).
+        descriptions: Column → description.
+    """
+    return {
+        "dagster/table_name": dg.MetadataValue.text(name),
+        "dagster/uri": dg.MetadataValue.text(absolute_uri(uri)),
+        "dagster/column_schema": dg.MetadataValue.table_schema(
+            delta_column_schema(table.schema(), descriptions)
+        ),
+        "delta_version": version_text(table.version()),
+    }
+
+
+def duckdb_table_metadata(
+    warehouse: Warehouse, table: str, descriptions: Mapping[str, str]
+) -> dict[str, dg.MetadataValue]:
+    """The standard metadata of a published DuckDB table: qualified name, absolute URI and the
+    column schema read back from the warehouse.
+
+    Args:
+        warehouse: The warehouse holding it.
+        table: Its qualified name (``analytics.weekly_event_counts``).
+        descriptions: Column → description.
+    """
+    return {
+        "dagster/table_name": dg.MetadataValue.text(table),
+        "dagster/uri": dg.MetadataValue.text(duckdb_uri(warehouse.path, table)),
+        "dagster/column_schema": dg.MetadataValue.table_schema(
+            duckdb_column_schema(duckdb_columns(warehouse, table), descriptions)
+        ),
+    }
+
+
+def version_text(version: int | None) -> dg.TextMetadataValue:
+    """A version or id as text, so the UI lists it instead of plotting it (``""`` for none)."""
+    return dg.MetadataValue.text("" if version is None else str(version))
+
+
+def recorded_int(metadata: Mapping[str, Any], key: str) -> int | None:
+    """An integer recorded in materialization metadata as text (:func:`version_text`) or as an
+    int (materializations written before it); None when absent or not a whole number."""
+    value = getattr(metadata.get(key), "value", None)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def percent(share: float | None) -> float | None:
+    """A share (0.4166…) as a percentage rounded to 0.1 (41.7), for ``*_percent`` metadata."""
+    return None if share is None else round(share * 100, 1)
+
+
+def thousands(number: int | float) -> str:
+    """``1234`` → ``1,234``, for the run log's summary lines."""
+    return f"{number:,}"

@@ -17,6 +17,7 @@ from leads_pipeline.defs.checks import (
     QUALITY_SHARE_CHECK,
     RECONCILE_CHECK,
     RECONCILE_CHECKS,
+    SCHEMA_CHANGE_CHECK,
     leads_freshness_policy,
     leads_id_unique_and_not_null,
     quality_max_share,
@@ -89,6 +90,7 @@ def test_checks_are_declared_on_their_assets_with_the_right_blocking():
     }
     assert set(specs) == {
         ("leads", LEADS_ID_CHECK),
+        ("leads", SCHEMA_CHANGE_CHECK),
         ("weekly_event_counts", RECONCILE_CHECK),
         ("monthly_event_counts", RECONCILE_CHECK),
         ("lead_quality_issues", QUALITY_SHARE_CHECK),
@@ -99,6 +101,7 @@ def test_checks_are_declared_on_their_assets_with_the_right_blocking():
     assert specs["weekly_event_counts", RECONCILE_CHECK].blocking
     assert specs["monthly_event_counts", RECONCILE_CHECK].blocking
     assert not specs["lead_quality_issues", QUALITY_SHARE_CHECK].blocking
+    assert not specs["leads", SCHEMA_CHANGE_CHECK].blocking
     assert set(specs) <= {(k.asset_key.to_user_string(), k.name) for k in _check_keys()}
 
 
@@ -180,7 +183,7 @@ def test_counts_behind_leads_fail_unless_computed_from_that_version(lake, wareho
         )
         pinned = run_check(weekly_counts_reconcile, instance, lake=lake, warehouse=warehouse)
     assert pinned.passed, pinned.description
-    assert pinned.metadata["leads_delta_version"].value == 0
+    assert pinned.metadata["leads_delta_version"].value == "0"  # text: not plotted
 
 
 def test_counts_check_fails_when_the_warehouse_is_missing(lake, warehouse):
@@ -214,7 +217,7 @@ def test_quality_share_passes_under_the_threshold(lake):
     assert result.passed
     assert result.severity == dg.AssetCheckSeverity.WARN
     assert result.metadata["leads_with_issues"].value == 1
-    assert result.metadata["share"].value == 0.025
+    assert result.metadata["leads_with_issues_percent"].value == 2.5
 
 
 def test_quality_share_warns_over_the_threshold(lake):

@@ -77,7 +77,7 @@ def test_the_definitions_hand_their_settings_to_the_checks_and_the_freshness_pol
     ]
     result = check(lake=lake)
     assert result.passed, result.description  # 2 of 10 leads: 20 % ≤ 25 %
-    assert result.metadata["threshold"].value == 0.25
+    assert result.metadata["threshold_percent"].value == 25.0
     monkeypatch.delenv("LEADS_QUALITY_ISSUES_MAX_SHARE")
     monkeypatch.delenv("LEADS_FRESHNESS_FAIL_MINUTES")
     load_defs()  # as the other tests expect it

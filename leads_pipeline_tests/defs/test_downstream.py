@@ -219,7 +219,7 @@ def test_objectives_on_crafted_weeks(warehouse_path):
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["objectives_met"].value == 3
     assert metadata["window"].value == "2025-W03 → 2025-W06"
-    assert metadata["attainment_date_appel_booke"].value == pytest.approx(0.5)
+    assert metadata["calls_booked_attainment_percent"].value == pytest.approx(50.0)
 
 
 def test_objectives_default_targets_and_window(warehouse_path):

@@ -82,7 +82,11 @@ def test_no_customer_data_in_any_materialization(sample_resources, sample_pages,
     for asset, text in texts.items():
         leaked = sorted(secret for secret in secrets if secret in text)
         assert not leaked, f"{asset}'s metadata shows customer data: {leaked[:5]}"
-        assert "properties_json" not in text, asset
+        # The column schema names the column; no entry shows its contents.
+        without_schema = "\n".join(
+            line for line in text.splitlines() if not line.startswith("dagster/column_schema: ")
+        )
+        assert "properties_json" not in without_schema, asset
     # The previews still show the leads: their ids and statuses, masked contact details.
     leads_preview = texts["leads"]
     ids = [page["id"] for page in sample_pages]

@@ -534,8 +534,8 @@ def test_the_assets_publish_the_movement_of_synced_leads(notion_env, tmp_path):
         (g.asset(STATUS_ENTRIES), movement_assets.ENTRIES_CHECK, True) for g in GRAINS
     }
     meta = metadata_of(second, WEEK.asset(STATUS_ENTRIES))
-    assert meta["recomputed"] is True and meta["total_entries"] == sum(entered.values())
-    assert metadata_of(first, WEEK.asset(STATUS_ENTRIES))["total_entries"] == len(
+    assert meta["recomputed"] is True and meta["status_entries_total"] == sum(entered.values())
+    assert metadata_of(first, WEEK.asset(STATUS_ENTRIES))["status_entries_total"] == len(
         [p for p in pages if status_of(p) is not None]
     )
 
@@ -592,7 +592,7 @@ def test_the_assets_are_analytics_duckdb_assets_following_their_upstream():
     for name, asset in keys.items():
         spec = next(iter(asset.specs))
         assert spec.group_name == "analytics", name
-        assert spec.kinds == {"duckdb"}, name
+        assert "duckdb" in spec.kinds, name
         assert spec.automation_condition is not None, name
         assert asset.op.pool == "leads_warehouse", name
         upstream = {d.asset_key.path[-1] for d in spec.deps}

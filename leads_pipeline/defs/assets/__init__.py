@@ -4,3 +4,7 @@
 INGESTION_GROUP = "ingestion"
 #: Tables computed in DuckDB from the lake, and the assets downstream of them.
 ANALYTICS_GROUP = "analytics"
+
+#: The ``layer`` tag of each group's assets (filter on it in the UI's catalog).
+INGESTION_LAYER = {"layer": "ingestion"}
+ANALYTICS_LAYER = {"layer": "analytics"}

@@ -9,18 +9,39 @@ import hashlib
 import dagster as dg
 import pyarrow.compute as pc
 
-from leads_pipeline.defs.assets import ANALYTICS_GROUP
+from leads_pipeline.defs.assets import ANALYTICS_GROUP, ANALYTICS_LAYER
+from leads_pipeline.defs.assets.schemas import definition_metadata, duckdb_descriptions
 from leads_pipeline.defs.automation import follow_upstream
 from leads_pipeline.defs.charts import chart_metadata, event_counts_png
-from leads_pipeline.defs.metadata import markdown_preview
+from leads_pipeline.defs.metadata import (
+    duckdb_table_metadata,
+    markdown_preview,
+    thousands,
+    version_text,
+)
 from leads_pipeline.defs.pools import WAREHOUSE_POOL
 from leads_pipeline.defs.resources import LakeResource, WarehouseResource
 from leads_pipeline.storage.warehouse import compute_event_counts, event_counts_sql
 from leads_pipeline.tables import EVENT_COLUMNS, EVENT_COUNTS, GRAINS, LEADS_TABLE, RAW_TABLE, Grain
 
+#: The metadata name of each event column's total: what it counts, in English.
+TOTAL_NAMES: dict[str, str] = {
+    "date_prise_contact": "first_contacts_total",
+    "date_reponse_prospect": "replies_total",
+    "date_appel_propose": "calls_proposed_total",
+    "date_appel_booke": "calls_booked_total",
+    "date_relance": "follow_ups_total",
+}
+#: Metadata of a count materialization: the ``leads`` version it was computed from (as text),
+#: which its reconcile check reads back.
+LEADS_VERSION_KEY = "leads_delta_version"
+
 
 def _materialize_counts(
-    lake: LakeResource, warehouse: WarehouseResource, grain: Grain
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+    grain: Grain,
 ) -> dg.MaterializeResult:
     table = grain.table(EVENT_COUNTS)
     title = f"Leads {grain.title}, last 12 months"
@@ -48,20 +69,27 @@ def _materialize_counts(
             chart = event_counts_png(counts, title)
             published.publish({}, lineage={table: origin}, charts={table: chart})
     label = grain.label
-    totals = {f"total_{c}": pc.sum(counts[c]).as_py() or 0 for c in EVENT_COLUMNS}
+    totals = {TOTAL_NAMES[c]: int(pc.sum(counts[c]).as_py() or 0) for c in EVENT_COLUMNS}
+    context.log.info(
+        f"{grain.asset(EVENT_COUNTS)}: {thousands(counts.num_rows)} {grain.plural}, "
+        f"{thousands(totals['first_contacts_total'])} first contacts, "
+        f"{thousands(totals['calls_booked_total'])} calls booked, "
+        f"{'recomputed' if recomputed else 'unchanged (reused)'} from leads version "
+        f"{leads.version()}."
+    )
     return dg.MaterializeResult(
         metadata={
-            "source": store.commit_value(RAW_TABLE, "source") or "unknown",
-            "table": table,
-            "warehouse": warehouse.path,
+            # First: the UI shows the chart on top, not behind the other entries.
+            "chart": chart_metadata(chart),
+            **totals,
             "dagster/row_count": counts.num_rows,
-            "leads_delta_version": leads.version(),
-            "recomputed": recomputed,
             "first_period": counts[label][0].as_py() if counts.num_rows else "",
             "last_period": counts[label][-1].as_py() if counts.num_rows else "",
-            **totals,
+            "recomputed": recomputed,
+            "source": store.commit_value(RAW_TABLE, "source") or "unknown",
+            LEADS_VERSION_KEY: version_text(leads.version()),
+            **duckdb_table_metadata(published, table, duckdb_descriptions(table)),
             "preview": markdown_preview(counts, limit=12, tail=True),
-            "chart": chart_metadata(chart),
         }
     )
 
@@ -88,13 +116,17 @@ def event_counts_asset(grain: Grain) -> dg.AssetsDefinition:
         name=grain.asset(EVENT_COUNTS),
         deps=[LEADS_TABLE],
         group_name=ANALYTICS_GROUP,
-        kinds={"duckdb"},
+        kinds={"duckdb", "python"},
+        tags=ANALYTICS_LAYER,
+        metadata=definition_metadata(grain.asset(EVENT_COUNTS)),
         pool=WAREHOUSE_POOL,
         automation_condition=follow_upstream(),
         description=_description(grain),
     )
-    def _counts(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        return _materialize_counts(lake, warehouse, grain)
+    def _counts(
+        context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        return _materialize_counts(context, lake, warehouse, grain)
 
     return _counts
 

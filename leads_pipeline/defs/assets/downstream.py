@@ -19,8 +19,10 @@ import pyarrow as pa
 from pydantic import Field
 from tabulate import tabulate
 
-from leads_pipeline.defs.assets import ANALYTICS_GROUP
+from leads_pipeline.defs.assets import ANALYTICS_GROUP, ANALYTICS_LAYER
+from leads_pipeline.defs.assets.schemas import definition_metadata, duckdb_descriptions
 from leads_pipeline.defs.automation import follow_upstream
+from leads_pipeline.defs.metadata import duckdb_table_metadata, percent
 from leads_pipeline.defs.pools import WAREHOUSE_POOL
 from leads_pipeline.defs.resources import LakeResource, WarehouseResource
 from leads_pipeline.settings import SOURCE_SAMPLE, TIMEZONE
@@ -68,6 +70,10 @@ EVENT_LABELS = {
     "date_appel_booke": "calls booked",
     "date_relance": "follow-ups",
 }
+#: The English name of each event column in metadata names (``calls_booked_attainment_percent``).
+EVENT_NAMES = {
+    event: label.replace(" ", "_").replace("-", "_") for event, label in EVENT_LABELS.items()
+}
 
 
 def _read_counts(warehouse: WarehouseResource, grain: Grain) -> pa.Table:
@@ -107,7 +113,9 @@ def _funnel_preview(funnel: pa.Table, months: int = 12) -> dg.MarkdownMetadataVa
 @dg.asset(
     deps=[MONTH.asset(EVENT_COUNTS)],
     group_name=ANALYTICS_GROUP,
-    kinds={"duckdb"},
+    kinds={"duckdb", "python"},
+    tags=ANALYTICS_LAYER,
+    metadata=definition_metadata(FUNNEL_ASSET),
     pool=WAREHOUSE_POOL,
     automation_condition=follow_upstream(),
     check_specs=[
@@ -125,7 +133,9 @@ def _funnel_preview(funnel: pa.Table, months: int = 12) -> dg.MarkdownMetadataVa
         ),
     ],
 )
-def monthly_funnel_conversion(warehouse: WarehouseResource) -> dg.MaterializeResult:
+def monthly_funnel_conversion(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     """How well each month turned leads from one funnel step into the next.
 
     One row per calendar month (``mois``, ``month_start``) with four conversion ratios — first
@@ -145,25 +155,37 @@ def monthly_funnel_conversion(warehouse: WarehouseResource) -> dg.MaterializeRes
     # Unchanged (a sync that changed nothing): no new copy of the warehouse file.
     republished = warehouse.warehouse().publish_changed(FUNNEL_TABLE, funnel)
     latest = funnel.slice(funnel.num_rows - 1).to_pylist()[0] if funnel.num_rows else {}
+    checks = [check_funnel_matches_counts(funnel, counts), check_funnel_ratios(funnel)]
+    context.log.info(
+        f"{FUNNEL_ASSET}: {funnel.num_rows} months, last {latest.get('mois') or '(none)'} with "
+        f"contact to reply {_percent(latest.get('contact_to_reply_ratio'))}, "
+        f"{'republished' if republished else 'unchanged'}; checks: {_passed(checks)}."
+    )
     return dg.MaterializeResult(
         metadata={
-            "table": FUNNEL_TABLE,
-            "dagster/row_count": funnel.num_rows,
-            "republished": republished,
-            "first_month": funnel["mois"][0].as_py() if funnel.num_rows else "",
-            "last_month": latest.get("mois", ""),
             **{
-                f"last_month_{step}": latest[f"{step}_ratio"]
+                f"last_month_{step}_percent": percent(latest[f"{step}_ratio"])
                 for step, _, _ in FUNNEL_STEPS
                 if latest.get(f"{step}_ratio") is not None
             },
+            "dagster/row_count": funnel.num_rows,
+            "first_month": funnel["mois"][0].as_py() if funnel.num_rows else "",
+            "last_month": latest.get("mois", ""),
+            "republished": republished,
+            **duckdb_table_metadata(
+                warehouse.warehouse(), FUNNEL_TABLE, duckdb_descriptions(FUNNEL_TABLE)
+            ),
             "preview": _funnel_preview(funnel),
         },
-        check_results=[
-            check_funnel_matches_counts(funnel, counts),
-            check_funnel_ratios(funnel),
-        ],
+        check_results=checks,
     )
+
+
+def _passed(results: list[dg.AssetCheckResult]) -> str:
+    """``2/3 passed`` and the names of those that did not (``… (objectives_window_recent)``)."""
+    failed = [r.check_name for r in results if not r.passed]
+    shown = f"{len(results) - len(failed)}/{len(results)} passed"
+    return f"{shown} (not: {', '.join(str(name) for name in failed)})" if failed else shown
 
 
 class WeeklyObjectivesConfig(dg.Config):
@@ -254,7 +276,9 @@ def reference_day(
 @dg.asset(
     deps=[WEEK.asset(EVENT_COUNTS)],
     group_name=ANALYTICS_GROUP,
-    kinds={"duckdb"},
+    kinds={"duckdb", "python"},
+    tags=ANALYTICS_LAYER,
+    metadata=definition_metadata(OBJECTIVES_ASSET),
     pool=WAREHOUSE_POOL,
     automation_condition=follow_upstream(),
     check_specs=[
@@ -282,7 +306,10 @@ def reference_day(
     ],
 )
 def weekly_objectives(
-    config: WeeklyObjectivesConfig, warehouse: WarehouseResource, lake: LakeResource
+    context: dg.AssetExecutionContext,
+    config: WeeklyObjectivesConfig,
+    warehouse: WarehouseResource,
+    lake: LakeResource,
 ) -> dg.MaterializeResult:
     """Are we on pace? Recent weekly activity against the team's weekly targets.
 
@@ -324,34 +351,44 @@ def weekly_objectives(
         }
         for row in rows
     ]
+    met = sum(1 for row in rows if row["met"])
+    window_text = (
+        f"{first.get('first_week')} → {first.get('last_week')}" if first.get("weeks") else "(empty)"
+    )
+    checks = [
+        check_objectives_match_counts(objectives, window),
+        check_objectives_window_complete(window, config.weeks),
+        check_objectives_window_recent(window, as_of, reference.reason),
+    ]
+    context.log.info(
+        f"{OBJECTIVES_ASSET}: {met}/{len(rows)} objectives met over {first.get('weeks', 0)} "
+        f"weeks ({window_text}, as of {as_of}), "
+        f"{'republished' if republished else 'unchanged'}; checks: {_passed(checks)}."
+    )
     return dg.MaterializeResult(
         metadata={
-            "table": OBJECTIVES_TABLE,
-            "dagster/row_count": objectives.num_rows,
-            "republished": republished,
-            "as_of": str(as_of),
-            "reference": reference.reason,
-            "weeks_in_window": first.get("weeks", 0),
-            "window": f"{first.get('first_week')} → {first.get('last_week')}"
-            if first.get("weeks")
-            else "(empty)",
-            "objectives_met": sum(1 for row in rows if row["met"]),
+            "objectives_met": met,
             **{
-                f"attainment_{row['event']}": row["attainment"]
+                f"{EVENT_NAMES[row['event']]}_attainment_percent": percent(row["attainment"])
                 for row in rows
                 if row["attainment"] is not None
             },
+            "dagster/row_count": objectives.num_rows,
+            "as_of": str(as_of),
+            "reference": reference.reason,
+            "weeks_in_window": first.get("weeks", 0),
+            "window": window_text,
+            "republished": republished,
+            **duckdb_table_metadata(
+                warehouse.warehouse(), OBJECTIVES_TABLE, duckdb_descriptions(OBJECTIVES_TABLE)
+            ),
             "preview": dg.MetadataValue.md(
                 tabulate(display, headers="keys", tablefmt="github")
                 + "\n\n"
                 + _weeks_preview(window, targets)
             ),
         },
-        check_results=[
-            check_objectives_match_counts(objectives, window),
-            check_objectives_window_complete(window, config.weeks),
-            check_objectives_window_recent(window, as_of, reference.reason),
-        ],
+        check_results=checks,
     )
 
 

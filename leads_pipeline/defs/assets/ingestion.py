@@ -6,13 +6,24 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
-from leads_pipeline.defs.assets import INGESTION_GROUP
+from leads_pipeline.defs.assets import INGESTION_GROUP, INGESTION_LAYER
+from leads_pipeline.defs.assets.schemas import (
+    ISSUES_DESCRIPTIONS,
+    RAW_DESCRIPTIONS,
+    definition_metadata,
+    history_descriptions,
+    leads_descriptions,
+)
 from leads_pipeline.defs.automation import follow_upstream
 from leads_pipeline.defs.metadata import (
+    delta_table_metadata,
     markdown_preview,
     mask_pii_columns,
     page_urls,
     quality_issue_metadata,
+    recorded_int,
+    thousands,
+    version_text,
 )
 from leads_pipeline.defs.pools import LAKE_POOL
 from leads_pipeline.defs.resources import LakeResource, PropertyMapResource
@@ -54,7 +65,9 @@ class LeadsConfig(dg.Config):
 @dg.asset(
     name=RAW_TABLE,
     group_name=INGESTION_GROUP,
-    kinds={"notion", "deltalake"},
+    kinds={"notion", "deltalake", "python"},
+    tags=INGESTION_LAYER,
+    metadata=definition_metadata(RAW_TABLE),
     pool=LAKE_POOL,
 )
 def raw_notion_leads(
@@ -75,18 +88,33 @@ def raw_notion_leads(
     or any sync that finds the data source's schema changed) lists every page and writes those
     whose content differs from the stored copy, edit time or not.
     """
+    store = lake.delta_lake()
     outcome = sync_raw(
         source,
-        lake.delta_lake(),
+        store,
         mapping=property_map.load(),
         full_listing=config.full_listing,
         log=context.log,
     )
-    return dg.MaterializeResult(metadata=_raw_metadata(outcome, full_previews=lake.full_previews))
+    context.log.info(
+        f"{RAW_TABLE}: {thousands(outcome.pages_fetched)} pages fetched from {outcome.source} "
+        f"({outcome.mode}), {thousands(outcome.write.inserted)} inserted, "
+        f"{thousands(outcome.write.updated)} updated, {thousands(outcome.write.deleted)} marked "
+        f"deleted, {thousands(outcome.row_count)} rows, Delta version {outcome.delta_version}."
+    )
+    table = store.load(RAW_TABLE)
+    standard = (
+        delta_table_metadata(table, RAW_TABLE, store.table_uri(RAW_TABLE), RAW_DESCRIPTIONS)
+        if table is not None
+        else {}
+    )
+    return dg.MaterializeResult(
+        metadata={**standard, **_raw_metadata(outcome, full_previews=lake.full_previews)}
+    )
 
 
 def _raw_metadata(outcome: RawSyncOutcome, *, full_previews: bool) -> dict:
-    """The metadata of a ``raw_notion_leads`` materialization."""
+    """The metadata of a ``raw_notion_leads`` materialization (besides the standard entries)."""
     stats = outcome.stats
     return {
         "source": outcome.source,
@@ -107,10 +135,9 @@ def _raw_metadata(outcome: RawSyncOutcome, *, full_previews: bool) -> dict:
         "rows_inserted": outcome.write.inserted,
         "rows_updated": outcome.write.updated,
         "rows_marked_deleted": outcome.write.deleted,
-        "delta_version": outcome.delta_version,
+        "delta_version": version_text(outcome.delta_version),
         "delta_committed": outcome.write.committed,
         "watermark": outcome.watermark.isoformat() if outcome.watermark else "",
-        "table_uri": outcome.table_uri,
         # Keys only (never properties_json); LEADS_FULL_PREVIEWS leaves it as it is.
         "preview": markdown_preview(mask_pii_columns(outcome.tail, full_previews)),
     }
@@ -122,7 +149,9 @@ def _raw_metadata(outcome: RawSyncOutcome, *, full_previews: bool) -> dict:
             LEADS_TABLE,
             deps=[RAW_TABLE],
             group_name=INGESTION_GROUP,
-            kinds={"deltalake"},
+            kinds={"deltalake", "python"},
+            tags=INGESTION_LAYER,
+            metadata=definition_metadata(LEADS_TABLE),
             description=(
                 "The sales team's leads, one row per live lead: name, email, phone, status and "
                 "the five event dates of the funnel (first contact, prospect's reply, call "
@@ -134,7 +163,9 @@ def _raw_metadata(outcome: RawSyncOutcome, *, full_previews: bool) -> dict:
             ISSUES_TABLE,
             deps=[RAW_TABLE],
             group_name=INGESTION_GROUP,
-            kinds={"deltalake"},
+            kinds={"deltalake", "python"},
+            tags=INGESTION_LAYER,
+            metadata=definition_metadata(ISSUES_TABLE),
             description=(
                 "Every value in Notion that could not be read (an invalid email, a malformed "
                 "date, a property of the wrong type): which lead, which column, the raw value and "
@@ -172,9 +203,11 @@ def leads_and_quality_issues(
         metadata={"source": source},
     )
     context.log.info(
-        f"Derived leads ({outcome.mode}) from {outcome.raw_rows_processed} raw rows: "
-        f"{outcome.leads.inserted} inserted, {outcome.leads.updated} updated, "
-        f"{outcome.leads.deleted} deleted."
+        f"{LEADS_TABLE}: {thousands(outcome.leads_rows)} leads ({outcome.mode}) from "
+        f"{thousands(outcome.raw_rows_processed)} raw rows, {thousands(outcome.leads.inserted)} "
+        f"inserted, {thousands(outcome.leads.updated)} updated, "
+        f"{thousands(outcome.leads.deleted)} deleted; {ISSUES_TABLE}: "
+        f"{thousands(outcome.issue_rows)} values that could not be read."
     )
     # Once per lake: lead_history then reads only the rows each sync changed.
     if enable_leads_change_feed(store):
@@ -186,9 +219,13 @@ def leads_and_quality_issues(
         .head(10, batch_size=10, batch_readahead=0, fragment_readahead=0)
         .drop_columns(["extra_properties"])
     )
+    issues_table = store.load(ISSUES_TABLE)
     yield dg.MaterializeResult(
         asset_key=LEADS_TABLE,
         metadata={
+            **delta_table_metadata(
+                leads_table, LEADS_TABLE, store.table_uri(LEADS_TABLE), leads_descriptions(columns)
+            ),
             "source": source,
             "mode": outcome.mode,
             "dagster/row_count": outcome.leads_rows,
@@ -197,10 +234,8 @@ def leads_and_quality_issues(
             "rows_updated": outcome.leads.updated,
             "rows_deleted": outcome.leads.deleted,
             "duplicates_removed": outcome.duplicates_removed,
-            "delta_version": leads_table.version(),
             "delta_committed": outcome.leads.committed,
             "property_map": mapping.fingerprint(),
-            "table_uri": store.table_uri(LEADS_TABLE),
             # Names, emails and phones masked unless LEADS_FULL_PREVIEWS is on.
             "preview": markdown_preview(mask_pii_columns(preview, lake.full_previews)),
         },
@@ -208,11 +243,17 @@ def leads_and_quality_issues(
     yield dg.MaterializeResult(
         asset_key=ISSUES_TABLE,
         metadata={
+            **(
+                delta_table_metadata(
+                    issues_table, ISSUES_TABLE, store.table_uri(ISSUES_TABLE), ISSUES_DESCRIPTIONS
+                )
+                if issues_table is not None
+                else {}
+            ),
             "source": source,
             "dagster/row_count": outcome.issue_rows,
-            "delta_version": outcome.issues.version,
+            "delta_version": version_text(outcome.issues.version),
             "delta_committed": outcome.issues.committed,
-            "table_uri": store.table_uri(ISSUES_TABLE),
             # Counts per column and reason, and the latest issues with each lead's Notion link.
             **quality_issue_metadata(
                 outcome.issues_table,
@@ -235,9 +276,8 @@ def _examined_through(context: dg.AssetExecutionContext) -> ExaminedThrough | No
     if event is None or event.asset_materialization is None:
         return None
     metadata = event.asset_materialization.metadata
-    keys = (_HISTORY_VERSION, _LEADS_VERSION, _LEADS_COMMIT)
-    values = [getattr(metadata.get(k), "value", None) for k in keys]
-    if not all(isinstance(v, int) for v in values):
+    values = [recorded_int(metadata, k) for k in (_HISTORY_VERSION, _LEADS_VERSION, _LEADS_COMMIT)]
+    if any(v is None for v in values):
         return None
     return ExaminedThrough(*values)
 
@@ -246,7 +286,9 @@ def _examined_through(context: dg.AssetExecutionContext) -> ExaminedThrough | No
     name=HISTORY_TABLE,
     deps=[LEADS_TABLE],
     group_name=INGESTION_GROUP,
-    kinds={"deltalake"},
+    kinds={"deltalake", "python"},
+    tags=INGESTION_LAYER,
+    metadata=definition_metadata(HISTORY_TABLE),
     pool=LAKE_POOL,
     automation_condition=follow_upstream(),
 )
@@ -267,8 +309,9 @@ def lead_history(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
         store, examined=_examined_through(context), metadata={"source": source}
     )
     context.log.info(
-        f"lead_history ({outcome.mode}): {outcome.versions_added} versions added for "
-        f"{outcome.leads_changed} leads, {outcome.versions_closed} closed, from leads versions "
+        f"{HISTORY_TABLE}: {thousands(outcome.rows)} versions ({outcome.mode}), "
+        f"{thousands(outcome.versions_added)} added for {thousands(outcome.leads_changed)} leads, "
+        f"{thousands(outcome.versions_closed)} closed, from leads versions "
         f"{list(outcome.leads_versions_read) or 'none'}."
     )
     if outcome.leads_versions_unreadable:
@@ -281,8 +324,17 @@ def lead_history(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
         for c in ("id", "version", "change", "valid_from", "statut", "changed_columns")
         if c in outcome.added.column_names
     ]
+    history = store.load(HISTORY_TABLE)
+    descriptions = history_descriptions()
     return dg.MaterializeResult(
         metadata={
+            **(
+                delta_table_metadata(
+                    history, HISTORY_TABLE, store.table_uri(HISTORY_TABLE), descriptions
+                )
+                if history is not None
+                else {}
+            ),
             "source": source,
             "mode": outcome.mode,
             "dagster/row_count": outcome.rows,
@@ -294,15 +346,14 @@ def lead_history(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
             "leads_versions_unreadable": dg.MetadataValue.json(
                 list(outcome.leads_versions_unreadable)
             ),
-            _LEADS_VERSION: outcome.leads_version,
+            _LEADS_VERSION: version_text(outcome.leads_version),
             **(
-                {_LEADS_COMMIT: outcome.leads_commit_timestamp}
+                {_LEADS_COMMIT: version_text(outcome.leads_commit_timestamp)}
                 if outcome.leads_commit_timestamp is not None
                 else {}
             ),
-            _HISTORY_VERSION: outcome.version,
+            _HISTORY_VERSION: version_text(outcome.version),
             "delta_committed": outcome.committed,
-            "table_uri": store.table_uri(HISTORY_TABLE),
             "preview": markdown_preview(outcome.added.select(preview_columns)),
         }
     )

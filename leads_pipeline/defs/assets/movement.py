@@ -18,10 +18,17 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
-from leads_pipeline.defs.assets import ANALYTICS_GROUP
+from leads_pipeline.defs.assets import ANALYTICS_GROUP, ANALYTICS_LAYER
+from leads_pipeline.defs.assets.schemas import definition_metadata, duckdb_descriptions
 from leads_pipeline.defs.automation import follow_upstream
 from leads_pipeline.defs.checks import missing_table
-from leads_pipeline.defs.metadata import markdown_preview
+from leads_pipeline.defs.metadata import (
+    duckdb_table_metadata,
+    markdown_preview,
+    recorded_int,
+    thousands,
+    version_text,
+)
 from leads_pipeline.defs.pools import WAREHOUSE_POOL
 from leads_pipeline.defs.resources import LakeResource, WarehouseResource
 from leads_pipeline.storage.lake import DeltaLake
@@ -50,8 +57,19 @@ from leads_pipeline.transform.status_semantics import lake_statuses
 #: Name of the check on each status-entries asset.
 ENTRIES_CHECK = "status_entries_reconcile_with_history"
 #: Metadata key of a status-entries materialization: the lead_history version it was computed
-#: from (what its check reconciles with).
+#: from (what its check reconciles with), as text.
 HISTORY_VERSION_KEY = "history_delta_version"
+#: Metadata key of a cohorts materialization: the leads version it was computed from, as text.
+LEADS_VERSION_KEY = "leads_delta_version"
+
+
+def _published(warehouse: WarehouseResource, table: str) -> dict[str, dg.MetadataValue]:
+    """The standard metadata of the DuckDB ``table`` as published (name, URI, column schema)."""
+    return duckdb_table_metadata(warehouse.warehouse(), table, duckdb_descriptions(table))
+
+
+def _state(recomputed: bool) -> str:
+    return "recomputed" if recomputed else "unchanged (reused)"
 
 
 def _load(store: DeltaLake, table: str, upstream: str) -> DeltaTable:
@@ -89,7 +107,10 @@ def _statuses_origin(statuses: pa.Table) -> str:
 
 
 def _materialize_entries(
-    lake: LakeResource, warehouse: WarehouseResource, grain: Grain
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+    grain: Grain,
 ) -> dg.MaterializeResult:
     store = lake.delta_lake()
     history = _load(store, HISTORY_TABLE, HISTORY_TABLE)
@@ -109,19 +130,24 @@ def _materialize_entries(
     label = entries.column_names[0]
     periods = pc.unique(entries[label]) if entries.num_rows else pa.array([], pa.string())
     per_status = _totals_by_status(entries)
+    total = sum(per_status.values())
+    context.log.info(
+        f"{grain.asset(STATUS_ENTRIES)}: {thousands(len(periods))} {grain.plural}, "
+        f"{thousands(total)} status entries over {len(per_status)} statuses, "
+        f"{_state(recomputed)} from lead_history version {history.version()}."
+    )
     return dg.MaterializeResult(
         metadata={
-            "source": _source(store),
-            "table": table,
-            "warehouse": warehouse.path,
+            "status_entries_total": total,
+            "entries_by_status": dg.MetadataValue.json(per_status),
             "dagster/row_count": entries.num_rows,
-            HISTORY_VERSION_KEY: history.version(),
-            "recomputed": recomputed,
             "periods": len(periods),
             "first_period": periods[0].as_py() if len(periods) else "",
             "last_period": periods[-1].as_py() if len(periods) else "",
-            "total_entries": sum(per_status.values()),
-            "entries_by_status": dg.MetadataValue.json(per_status),
+            "recomputed": recomputed,
+            "source": _source(store),
+            HISTORY_VERSION_KEY: version_text(history.version()),
+            **_published(warehouse, table),
             "preview": markdown_preview(entries, limit=max(12, 3 * len(per_status)), tail=True),
         }
     )
@@ -143,7 +169,9 @@ def _entries_asset(grain: Grain) -> dg.AssetsDefinition:
         name=grain.asset(STATUS_ENTRIES),
         deps=[HISTORY_TABLE],
         group_name=ANALYTICS_GROUP,
-        kinds={"duckdb"},
+        kinds={"duckdb", "python"},
+        tags=ANALYTICS_LAYER,
+        metadata=definition_metadata(grain.asset(STATUS_ENTRIES)),
         pool=WAREHOUSE_POOL,
         automation_condition=follow_upstream(),
         description=(
@@ -154,8 +182,10 @@ def _entries_asset(grain: Grain) -> dg.AssetsDefinition:
             "included."
         ),
     )
-    def _asset(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        return _materialize_entries(lake, warehouse, grain)
+    def _asset(
+        context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        return _materialize_entries(context, lake, warehouse, grain)
 
     return _asset
 
@@ -166,11 +196,15 @@ ENTRIES_ASSETS = [_entries_asset(g) for g in GRAINS]
 @dg.asset(
     deps=[HISTORY_TABLE],
     group_name=ANALYTICS_GROUP,
-    kinds={"duckdb"},
+    kinds={"duckdb", "python"},
+    tags=ANALYTICS_LAYER,
+    metadata=definition_metadata("status_durations"),
     pool=WAREHOUSE_POOL,
     automation_condition=follow_upstream(),
 )
-def status_durations(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def status_durations(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     """How long leads stay in each status, from their history.
 
     Per status (in Notion's order, with its group): the completed stays (from the entry into the
@@ -194,17 +228,23 @@ def status_durations(lake: LakeResource, warehouse: WarehouseResource) -> dg.Mat
         origin,
         lambda: compute_status_durations(history.to_pyarrow_dataset(), statuses, measured_at),
     )
+    completed = int(pc.sum(durations["completed_stays"]).as_py() or 0)
+    open_stays = int(pc.sum(durations["open_stays"]).as_py() or 0)
+    context.log.info(
+        f"status_durations: {durations.num_rows} statuses, {thousands(completed)} completed "
+        f"stays, {thousands(open_stays)} open stays aged to {measured_at.date()}, "
+        f"{_state(recomputed)} from lead_history version {history.version()}."
+    )
     return dg.MaterializeResult(
         metadata={
-            "source": _source(store),
-            "table": DURATIONS_TABLE,
-            "warehouse": warehouse.path,
+            "completed_stays_total": completed,
+            "open_stays_total": open_stays,
             "dagster/row_count": durations.num_rows,
-            HISTORY_VERSION_KEY: history.version(),
-            "recomputed": recomputed,
             "open_stays_aged_to": measured_at.isoformat(),
-            "completed_stays": int(pc.sum(durations["completed_stays"]).as_py() or 0),
-            "open_stays": int(pc.sum(durations["open_stays"]).as_py() or 0),
+            "recomputed": recomputed,
+            "source": _source(store),
+            HISTORY_VERSION_KEY: version_text(history.version()),
+            **_published(warehouse, DURATIONS_TABLE),
             "preview": markdown_preview(durations, limit=20),
         }
     )
@@ -213,11 +253,15 @@ def status_durations(lake: LakeResource, warehouse: WarehouseResource) -> dg.Mat
 @dg.asset(
     deps=[LEADS_TABLE],
     group_name=ANALYTICS_GROUP,
-    kinds={"duckdb"},
+    kinds={"duckdb", "python"},
+    tags=ANALYTICS_LAYER,
+    metadata=definition_metadata("cohort_conversion"),
     pool=WAREHOUSE_POOL,
     automation_condition=follow_upstream(),
 )
-def cohort_conversion(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def cohort_conversion(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     """Per month of first contact, how far that month's leads went.
 
     One row per month (``mois``) from the first to the last first contact, months without leads
@@ -238,19 +282,25 @@ def cohort_conversion(lake: LakeResource, warehouse: WarehouseResource) -> dg.Ma
         lambda: compute_cohort_conversion(leads.to_pyarrow_dataset()),
     )
     label = cohorts.column_names[0]
+    total_leads = int(pc.sum(cohorts["leads"]).as_py() or 0)
+    booked = int(pc.sum(cohorts["call_booked"]).as_py() or 0)
+    context.log.info(
+        f"cohort_conversion: {cohorts.num_rows} monthly cohorts, {thousands(total_leads)} leads "
+        f"first contacted, {thousands(booked)} with a call booked, {_state(recomputed)} from "
+        f"leads version {leads.version()}."
+    )
     return dg.MaterializeResult(
         metadata={
-            "source": _source(store),
-            "table": COHORTS_TABLE,
-            "warehouse": warehouse.path,
+            "leads_total": total_leads,
+            "calls_booked_total": booked,
             "dagster/row_count": cohorts.num_rows,
-            "leads_delta_version": leads.version(),
-            "recomputed": recomputed,
             "periods": cohorts.num_rows,
             "first_period": cohorts[label][0].as_py() if cohorts.num_rows else "",
             "last_period": cohorts[label][-1].as_py() if cohorts.num_rows else "",
-            "total_leads": int(pc.sum(cohorts["leads"]).as_py() or 0),
-            "total_call_booked": int(pc.sum(cohorts["call_booked"]).as_py() or 0),
+            "recomputed": recomputed,
+            "source": _source(store),
+            LEADS_VERSION_KEY: version_text(leads.version()),
+            **_published(warehouse, COHORTS_TABLE),
             "preview": markdown_preview(cohorts, limit=12, tail=True),
         }
     )
@@ -263,12 +313,10 @@ def _history_at_entries_version(
     event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
     version = None
     if event is not None and event.asset_materialization is not None:
-        version = getattr(
-            event.asset_materialization.metadata.get(HISTORY_VERSION_KEY), "value", None
-        )
+        version = recorded_int(event.asset_materialization.metadata, HISTORY_VERSION_KEY)
     if version is not None:
         try:
-            return store.load(HISTORY_TABLE, version=int(version))
+            return store.load(HISTORY_TABLE, version=version)
         except (DeltaError, OSError):  # vacuumed or unreadable: reconcile with the current one
             context.log.warning(
                 f"lead_history version {version} cannot be read; using the current one."
@@ -292,12 +340,18 @@ def reconcile_entries(
     if history is None:
         return missing_table(HISTORY_TABLE)
     found = verify_status_entries(history.to_pyarrow_dataset(), entries)
+    context.log.info(
+        f"{grain.asset(STATUS_ENTRIES)}:{ENTRIES_CHECK}: "
+        f"{'passed' if found.passed else 'FAILED'}, {thousands(found.table_total)} entries in "
+        f"the table, {thousands(found.history_total)} in lead_history version "
+        f"{history.version()}."
+    )
     return dg.AssetCheckResult(
         passed=found.passed,
         description=found.describe(),
         metadata={
             "table_exists": True,
-            HISTORY_VERSION_KEY: history.version(),
+            HISTORY_VERSION_KEY: version_text(history.version()),
             "entries_in_table": found.table_total,
             "entries_in_history": found.history_total,
             "mismatches": dg.MetadataValue.json(
