@@ -131,8 +131,7 @@ def status_entries_sql(relation: str, grain: Grain | str, statuses: str = _STATU
         WITH {_entries_cte(relation)},
         {_all_statuses_cte(statuses, "entries")},
         counted AS (
-            SELECT date_trunc('{g.unit}', CAST(timezone('UTC', entered_at) AS DATE))::DATE
-                       AS period_start,
+            SELECT {g.start_sql("CAST(timezone('UTC', entered_at) AS DATE)")} AS period_start,
                    statut, count(*) AS n
             FROM entries GROUP BY ALL
         ),
@@ -141,7 +140,7 @@ def status_entries_sql(relation: str, grain: Grain | str, statuses: str = _STATU
                                           INTERVAL {g.step}))::DATE AS period_start
             FROM counted
         )
-        SELECT strftime(p.period_start, '{g.label_format}') AS {g.label},
+        SELECT {g.label_sql("p.period_start")} AS {g.label},
                p.period_start AS {g.start_column},
                s.statut, s.status_group, coalesce(c.n, 0)::BIGINT AS entries
         FROM periods p CROSS JOIN all_statuses s
@@ -317,7 +316,7 @@ def cohort_conversion_sql(relation: str) -> str:
     booked = COHORT_STEPS["call_booked"]
     return f"""
         WITH counted AS (
-            SELECT date_trunc('{g.unit}', {FIRST_CONTACT_COLUMN})::DATE AS period_start,
+            SELECT {g.start_sql(FIRST_CONTACT_COLUMN)} AS period_start,
                    count(*)::BIGINT AS leads,
                {reached},
                    quantile_cont(({booked} - {FIRST_CONTACT_COLUMN})::DOUBLE, 0.5)
@@ -330,7 +329,7 @@ def cohort_conversion_sql(relation: str) -> str:
                                           INTERVAL {g.step}))::DATE AS period_start
             FROM counted
         )
-        SELECT strftime(p.period_start, '{g.label_format}') AS {g.label},
+        SELECT {g.label_sql("p.period_start")} AS {g.label},
                p.period_start AS {g.start_column},
                coalesce(c.leads, 0)::BIGINT AS leads, {filled}, {rates},
                c.median_days_to_call_booked
