@@ -222,14 +222,17 @@ def test_analytics_answer_as_of_an_earlier_version_or_timestamp(ws):
     v1 = ws.table("leads").version()
     analytics = LeadsAnalytics(warehouse_path=ws.warehouse_path, lake_uri=ws.lake_uri)
     before = [w.model_dump(mode="json") for w in analytics.count_date_by_week()]
-    moment = dt.datetime.now(dt.UTC)
     ws.publish([*pages, page(9, day="2025-01-07", edited="2025-03-09T10:00:00.000Z")])
     ws.sync()
     now = [w.model_dump(mode="json") for w in analytics.count_date_by_week()]
     assert now != before and now[0]["date_prise_contact"] == 5
     assert [w.model_dump(mode="json") for w in analytics.count_date_by_week(as_of=v1)] == before
-    by_time = analytics.count_date_by_week(as_of=moment.isoformat())
+    # A moment is Notion's time (lead_history's valid_from, the edit time), not the commit time
+    # of a Delta version: just before the fifth lead's edit, four leads; at it, five.
+    by_time = analytics.count_date_by_week(as_of="2025-03-09T09:59:59+00:00")
     assert [w.model_dump(mode="json") for w in by_time] == before
+    at_edit = analytics.count_date_by_week(as_of="2025-03-09T10:00:00+00:00")
+    assert [w.model_dump(mode="json") for w in at_edit] == now
     assert analytics.count_date_by_month(as_of=v1)[0].date_prise_contact == 4
     with pytest.raises(ValueError, match="as_of=99"):
         analytics.count_date_by_week(as_of=99)
