@@ -4,14 +4,16 @@ One asset per grain of :data:`leads_pipeline.tables.GRAINS` (``weekly_event_coun
 ``monthly_event_counts``), all built by :func:`event_counts_asset`.
 """
 
-import hashlib
-
 import dagster as dg
 import pyarrow.compute as pc
 
-from leads_pipeline.defs.assets import ANALYTICS_GROUP, ANALYTICS_LAYER
-from leads_pipeline.defs.assets.schemas import definition_metadata, duckdb_descriptions
-from leads_pipeline.defs.automation import follow_upstream
+from leads_pipeline.defs.assets.schemas import duckdb_descriptions
+from leads_pipeline.defs.assets.warehouse_assets import (
+    lake_source,
+    require_delta,
+    sql_digest,
+    warehouse_asset,
+)
 from leads_pipeline.defs.charts import chart_metadata, event_counts_png
 from leads_pipeline.defs.metadata import (
     duckdb_table_metadata,
@@ -19,10 +21,9 @@ from leads_pipeline.defs.metadata import (
     thousands,
     version_text,
 )
-from leads_pipeline.defs.pools import WAREHOUSE_POOL
 from leads_pipeline.defs.resources import LakeResource, WarehouseResource
 from leads_pipeline.storage.warehouse import compute_event_counts, event_counts_sql
-from leads_pipeline.tables import EVENT_COLUMNS, EVENT_COUNTS, GRAINS, LEADS_TABLE, RAW_TABLE, Grain
+from leads_pipeline.tables import EVENT_COLUMNS, EVENT_COUNTS, GRAINS, LEADS_TABLE, Grain
 
 #: The metadata name of each event column's total: what it counts, in English.
 TOTAL_NAMES: dict[str, str] = {
@@ -46,15 +47,10 @@ def _materialize_counts(
     table = grain.table(EVENT_COUNTS)
     title = f"Leads {grain.title}, last 12 months"
     store = lake.delta_lake()
-    leads = store.load(LEADS_TABLE)
-    if leads is None:
-        raise dg.Failure(
-            "The leads table does not exist yet: materialize leads first (job sync_leads)."
-        )
+    leads = require_delta(store, LEADS_TABLE)
     # Counts are a pure function of the leads version and of the SQL: when neither changed since
     # the last publication (a sync that changed nothing), the published table is reused.
-    sql_hash = hashlib.sha256(event_counts_sql("leads", grain).encode()).hexdigest()[:12]
-    origin = f"{store.table_uri(LEADS_TABLE)}@{leads.version()}#{sql_hash}"
+    origin = f"{store.table_uri(LEADS_TABLE)}@{leads.version()}#{sql_digest(event_counts_sql('leads', grain))}"
     published = warehouse.warehouse()
     counts = published.published_from(table, origin, order_by=grain.start_column)
     recomputed = counts is None
@@ -86,7 +82,7 @@ def _materialize_counts(
             "first_period": counts[label][0].as_py() if counts.num_rows else "",
             "last_period": counts[label][-1].as_py() if counts.num_rows else "",
             "recomputed": recomputed,
-            "source": store.commit_value(RAW_TABLE, "source") or "unknown",
+            "source": lake_source(store),
             LEADS_VERSION_KEY: version_text(leads.version()),
             **duckdb_table_metadata(published, table, duckdb_descriptions(table)),
             "preview": markdown_preview(counts, limit=12, tail=True),
@@ -112,17 +108,7 @@ def event_counts_asset(grain: Grain) -> dg.AssetsDefinition:
         grain: The time grain of the table.
     """
 
-    @dg.asset(
-        name=grain.asset(EVENT_COUNTS),
-        deps=[LEADS_TABLE],
-        group_name=ANALYTICS_GROUP,
-        kinds={"duckdb", "python"},
-        tags=ANALYTICS_LAYER,
-        metadata=definition_metadata(grain.asset(EVENT_COUNTS)),
-        pool=WAREHOUSE_POOL,
-        automation_condition=follow_upstream(),
-        description=_description(grain),
-    )
+    @warehouse_asset(grain.asset(EVENT_COUNTS), [LEADS_TABLE], description=_description(grain))
     def _counts(
         context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:

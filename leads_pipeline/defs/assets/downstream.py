@@ -19,11 +19,9 @@ import pyarrow as pa
 from pydantic import Field
 from tabulate import tabulate
 
-from leads_pipeline.defs.assets import ANALYTICS_GROUP, ANALYTICS_LAYER
-from leads_pipeline.defs.assets.schemas import definition_metadata, duckdb_descriptions
-from leads_pipeline.defs.automation import follow_upstream
+from leads_pipeline.defs.assets.schemas import duckdb_descriptions
+from leads_pipeline.defs.assets.warehouse_assets import warehouse_asset
 from leads_pipeline.defs.metadata import duckdb_table_metadata, percent
-from leads_pipeline.defs.pools import WAREHOUSE_POOL
 from leads_pipeline.defs.resources import LakeResource, WarehouseResource
 from leads_pipeline.settings import SOURCE_SAMPLE, TIMEZONE
 from leads_pipeline.storage.duck import scratch_connection
@@ -110,14 +108,9 @@ def _funnel_preview(funnel: pa.Table, months: int = 12) -> dg.MarkdownMetadataVa
     return dg.MetadataValue.md(tabulate(display, headers="keys", tablefmt="github"))
 
 
-@dg.asset(
-    deps=[MONTH.asset(EVENT_COUNTS)],
-    group_name=ANALYTICS_GROUP,
-    kinds={"duckdb", "python"},
-    tags=ANALYTICS_LAYER,
-    metadata=definition_metadata(FUNNEL_ASSET),
-    pool=WAREHOUSE_POOL,
-    automation_condition=follow_upstream(),
+@warehouse_asset(
+    FUNNEL_ASSET,
+    [MONTH.asset(EVENT_COUNTS)],
     check_specs=[
         dg.AssetCheckSpec(
             FUNNEL_MATCHES_COUNTS,
@@ -273,14 +266,9 @@ def reference_day(
     return ReferenceDay(today, f"today in {TIMEZONE}")
 
 
-@dg.asset(
-    deps=[WEEK.asset(EVENT_COUNTS)],
-    group_name=ANALYTICS_GROUP,
-    kinds={"duckdb", "python"},
-    tags=ANALYTICS_LAYER,
-    metadata=definition_metadata(OBJECTIVES_ASSET),
-    pool=WAREHOUSE_POOL,
-    automation_condition=follow_upstream(),
+@warehouse_asset(
+    OBJECTIVES_ASSET,
+    [WEEK.asset(EVENT_COUNTS)],
     check_specs=[
         dg.AssetCheckSpec(
             OBJECTIVES_MATCH_COUNTS,

@@ -7,7 +7,6 @@ DuckDB tables in ``analytics`` computed from ``lead_history`` (and ``leads`` for
 entries reconcile with the history they were computed from.
 """
 
-import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,9 +17,13 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
-from leads_pipeline.defs.assets import ANALYTICS_GROUP, ANALYTICS_LAYER
-from leads_pipeline.defs.assets.schemas import definition_metadata, duckdb_descriptions
-from leads_pipeline.defs.automation import follow_upstream
+from leads_pipeline.defs.assets.schemas import duckdb_descriptions
+from leads_pipeline.defs.assets.warehouse_assets import (
+    lake_source,
+    require_delta,
+    sql_digest,
+    warehouse_asset,
+)
 from leads_pipeline.defs.checks import missing_table
 from leads_pipeline.defs.metadata import (
     duckdb_table_metadata,
@@ -29,7 +32,6 @@ from leads_pipeline.defs.metadata import (
     thousands,
     version_text,
 )
-from leads_pipeline.defs.pools import WAREHOUSE_POOL
 from leads_pipeline.defs.resources import LakeResource, WarehouseResource
 from leads_pipeline.storage.lake import DeltaLake
 from leads_pipeline.storage.warehouse import Warehouse
@@ -39,7 +41,6 @@ from leads_pipeline.tables import (
     GRAINS,
     HISTORY_TABLE,
     LEADS_TABLE,
-    RAW_TABLE,
     STATUS_ENTRIES,
     Grain,
 )
@@ -72,19 +73,6 @@ def _state(recomputed: bool) -> str:
     return "recomputed" if recomputed else "unchanged (reused)"
 
 
-def _load(store: DeltaLake, table: str, upstream: str) -> DeltaTable:
-    loaded = store.load(table)
-    if loaded is None:
-        raise dg.Failure(
-            f"The {table} table does not exist yet: materialize {upstream} first (job sync_leads)."
-        )
-    return loaded
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:12]
-
-
 def _publish_or_reuse(
     warehouse: Warehouse, table: str, origin: str, compute: Callable[[], pa.Table]
 ) -> tuple[pa.Table, bool]:
@@ -98,10 +86,6 @@ def _publish_or_reuse(
     return rows, True
 
 
-def _source(store: DeltaLake) -> str:
-    return store.commit_value(RAW_TABLE, "source") or "unknown"
-
-
 def _statuses_origin(statuses: pa.Table) -> str:
     return json.dumps(statuses.to_pylist(), ensure_ascii=False, sort_keys=True)
 
@@ -113,13 +97,13 @@ def _materialize_entries(
     grain: Grain,
 ) -> dg.MaterializeResult:
     store = lake.delta_lake()
-    history = _load(store, HISTORY_TABLE, HISTORY_TABLE)
+    history = require_delta(store, HISTORY_TABLE)
     statuses = lake_statuses(store)
     table = grain.table(STATUS_ENTRIES)
     # A pure function of the history version, the statuses and the SQL: reused when unchanged.
     origin = (
         f"{store.table_uri(HISTORY_TABLE)}@{history.version()}#"
-        f"{_digest(status_entries_sql('history', grain), _statuses_origin(statuses))}"
+        f"{sql_digest(status_entries_sql('history', grain), _statuses_origin(statuses))}"
     )
     entries, recomputed = _publish_or_reuse(
         warehouse.warehouse(),
@@ -145,7 +129,7 @@ def _materialize_entries(
             "first_period": periods[0].as_py() if len(periods) else "",
             "last_period": periods[-1].as_py() if len(periods) else "",
             "recomputed": recomputed,
-            "source": _source(store),
+            "source": lake_source(store),
             HISTORY_VERSION_KEY: version_text(history.version()),
             **_published(warehouse, table),
             "preview": markdown_preview(entries, limit=max(12, 3 * len(per_status)), tail=True),
@@ -165,15 +149,9 @@ def _totals_by_status(entries: pa.Table) -> dict[str, int]:
 
 
 def _entries_asset(grain: Grain) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=grain.asset(STATUS_ENTRIES),
-        deps=[HISTORY_TABLE],
-        group_name=ANALYTICS_GROUP,
-        kinds={"duckdb", "python"},
-        tags=ANALYTICS_LAYER,
-        metadata=definition_metadata(grain.asset(STATUS_ENTRIES)),
-        pool=WAREHOUSE_POOL,
-        automation_condition=follow_upstream(),
+    @warehouse_asset(
+        grain.asset(STATUS_ENTRIES),
+        [HISTORY_TABLE],
         description=(
             f"How many leads entered each status, {grain.title}: a lead enters a status with its "
             "first version or a version whose status differs from the previous one (a restored "
@@ -193,14 +171,9 @@ def _entries_asset(grain: Grain) -> dg.AssetsDefinition:
 ENTRIES_ASSETS = [_entries_asset(g) for g in GRAINS]
 
 
-@dg.asset(
-    deps=[HISTORY_TABLE],
-    group_name=ANALYTICS_GROUP,
-    kinds={"duckdb", "python"},
-    tags=ANALYTICS_LAYER,
-    metadata=definition_metadata("status_durations"),
-    pool=WAREHOUSE_POOL,
-    automation_condition=follow_upstream(),
+@warehouse_asset(
+    "status_durations",
+    [HISTORY_TABLE],
 )
 def status_durations(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
@@ -215,12 +188,12 @@ def status_durations(
     sync recomputes nothing) and two runs of the same day agree.
     """
     store = lake.delta_lake()
-    history = _load(store, HISTORY_TABLE, HISTORY_TABLE)
+    history = require_delta(store, HISTORY_TABLE)
     statuses = lake_statuses(store)
     measured_at = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     origin = (
         f"{store.table_uri(HISTORY_TABLE)}@{history.version()}@{measured_at.date()}#"
-        f"{_digest(status_durations_sql('history', measured_at), _statuses_origin(statuses))}"
+        f"{sql_digest(status_durations_sql('history', measured_at), _statuses_origin(statuses))}"
     )
     durations, recomputed = _publish_or_reuse(
         warehouse.warehouse(),
@@ -242,7 +215,7 @@ def status_durations(
             "dagster/row_count": durations.num_rows,
             "open_stays_aged_to": measured_at.isoformat(),
             "recomputed": recomputed,
-            "source": _source(store),
+            "source": lake_source(store),
             HISTORY_VERSION_KEY: version_text(history.version()),
             **_published(warehouse, DURATIONS_TABLE),
             "preview": markdown_preview(durations, limit=20),
@@ -250,14 +223,9 @@ def status_durations(
     )
 
 
-@dg.asset(
-    deps=[LEADS_TABLE],
-    group_name=ANALYTICS_GROUP,
-    kinds={"duckdb", "python"},
-    tags=ANALYTICS_LAYER,
-    metadata=definition_metadata("cohort_conversion"),
-    pool=WAREHOUSE_POOL,
-    automation_condition=follow_upstream(),
+@warehouse_asset(
+    "cohort_conversion",
+    [LEADS_TABLE],
 )
 def cohort_conversion(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
@@ -270,10 +238,10 @@ def cohort_conversion(
     booked.
     """
     store = lake.delta_lake()
-    leads = _load(store, LEADS_TABLE, LEADS_TABLE)
+    leads = require_delta(store, LEADS_TABLE)
     origin = (
         f"{store.table_uri(LEADS_TABLE)}@{leads.version()}#"
-        f"{_digest(cohort_conversion_sql('leads'))}"
+        f"{sql_digest(cohort_conversion_sql('leads'))}"
     )
     cohorts, recomputed = _publish_or_reuse(
         warehouse.warehouse(),
@@ -298,7 +266,7 @@ def cohort_conversion(
             "first_period": cohorts[label][0].as_py() if cohorts.num_rows else "",
             "last_period": cohorts[label][-1].as_py() if cohorts.num_rows else "",
             "recomputed": recomputed,
-            "source": _source(store),
+            "source": lake_source(store),
             LEADS_VERSION_KEY: version_text(leads.version()),
             **_published(warehouse, COHORTS_TABLE),
             "preview": markdown_preview(cohorts, limit=12, tail=True),
