@@ -61,15 +61,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.fs import DeltaStorageHandler
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from leads_pipeline.storage.duck import scratch_connection
 from leads_pipeline.storage.lake import (
     METADATA_PREFIX,
-    WRITER_PROPERTIES,
     DeltaLake,
     key_in,
     newest_per_key,
@@ -917,14 +916,25 @@ def _commit_properties(metadata: Mapping[str, str]) -> CommitProperties:
 
 
 def _create(lake: DeltaLake, rows: pa.Table, metadata: Mapping[str, str]) -> None:
-    """Creates ``lead_history`` holding ``rows`` (the backfill), partitioned by ``is_current``."""
+    """Creates ``lead_history`` holding ``rows`` (the backfill), partitioned by ``is_current``.
+
+    Its files are written as every later derivation writes them (:func:`_write_files`), then
+    committed as the table's first version; the commit fails when another writer created the
+    table meanwhile (its files are then never part of the table, and a vacuum removes them).
+    """
+    uri = lake.table_uri(HISTORY_TABLE)
+    files = _table_files(lake, uri)
+    is_current = pc.fill_null(rows[PARTITION_COLUMN], False)
+    actions = _write_files(files, rows.filter(is_current), True) + _write_files(
+        files, rows.filter(pc.invert(is_current)), False
+    )
     try:
-        write_deltalake(
-            lake.table_uri(HISTORY_TABLE),
-            rows,
+        create_table_with_add_actions(
+            uri,
+            Schema.from_arrow(rows.schema),
+            actions,
             mode="error",
             partition_by=[PARTITION_COLUMN],
-            writer_properties=WRITER_PROPERTIES,
             storage_options=lake.storage_options,
             commit_properties=_commit_properties(metadata),
         )
@@ -934,9 +944,7 @@ def _create(lake: DeltaLake, rows: pa.Table, metadata: Mapping[str, str]) -> Non
         if lake.load(HISTORY_TABLE) is None:
             raise
         # Another writer created it first: derive again, onto its table.
-        raise CommitFailedError(
-            f"{lake.table_uri(HISTORY_TABLE)} was created concurrently."
-        ) from error
+        raise CommitFailedError(f"{uri} was created concurrently.") from error
 
 
 #: Rows per Parquet file the rewrite writes (row groups of 64k rows, as the lake's other writes).
@@ -969,7 +977,7 @@ def _rewrite_current(
     fails and the derivation is redone.
     """
     closed = pc.is_in(current["id"], closing["id"])
-    ended = current.filter(closed)
+    ended = current.take(pc.indices_nonzero(closed))
     valid_to = pc.take(closing["valid_to"], pc.index_in(ended["id"], closing["id"]))
     ended = ended.set_column(ended.schema.get_field_index("valid_to"), "valid_to", valid_to)
     ended = ended.set_column(
@@ -986,7 +994,7 @@ def _rewrite_current(
     }
     if replace:
         rows[True].insert(0, current.filter(pc.invert(closed)))
-    files = _table_files(lake, history)
+    files = _table_files(lake, history.table_uri)
     actions = []
     for value, parts in rows.items():
         actions += _write_files(
@@ -1011,10 +1019,9 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _table_files(lake: DeltaLake, history: DeltaTable) -> pafs.FileSystem:
-    """The table's directory as a filesystem: local files natively, object stores through
-    deltalake's own storage (the lake's storage options and credentials)."""
-    uri = history.table_uri
+def _table_files(lake: DeltaLake, uri: str) -> pafs.FileSystem:
+    """The directory of the table at ``uri`` as a filesystem: local files natively, object stores
+    through deltalake's own storage (the lake's storage options and credentials)."""
     parsed = urlsplit(uri)
     if parsed.scheme in ("", "file"):
         path = url2pathname(parsed.path) if parsed.scheme else uri
