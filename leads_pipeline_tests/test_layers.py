@@ -74,3 +74,25 @@ def test_only_settings_reads_the_environment():
         if path.name != "settings.py" and _reads_environment(path)
     ]
     assert readers == []
+
+
+def _imports_dagster(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import) and any(
+            a.name.split(".")[0] == "dagster" for a in node.names
+        ):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "dagster":
+            return True
+    return False
+
+
+def test_storage_and_transform_do_not_import_dagster():
+    """Tables and derivations are plain code: Dagster enters at the sources' resources."""
+    dagster_users = [
+        str(path.relative_to(PACKAGE))
+        for room in ("storage", "transform")
+        for path in sorted((PACKAGE / room).rglob("*.py"))
+        if _imports_dagster(path)
+    ]
+    assert dagster_users == []

@@ -15,14 +15,7 @@ from leads_pipeline.defs.assets.downstream import (
     reference_day,
     weekly_objectives,
 )
-from leads_pipeline.defs.automation import follow_upstream
-from leads_pipeline.defs.resources import LakeResource, WarehouseResource
-from leads_pipeline.serving import LeadsAnalytics
-from leads_pipeline.sources.sample_data import generate_pages
-from leads_pipeline.storage.lake import DeltaLake
-from leads_pipeline.storage.warehouse import Warehouse
-from leads_pipeline.tables import EVENT_COLUMNS, FUNNEL_TABLE, MONTH, OBJECTIVES_TABLE, WEEK
-from leads_pipeline.transform.funnel import (
+from leads_pipeline.defs.assets.downstream_checks import (
     FUNNEL_MATCHES_COUNTS,
     FUNNEL_RATIOS_WELL_FORMED,
     OBJECTIVES_MATCH_COUNTS,
@@ -32,6 +25,15 @@ from leads_pipeline.transform.funnel import (
     check_funnel_ratios,
     check_objectives_match_counts,
     check_objectives_window_recent,
+)
+from leads_pipeline.defs.automation import follow_upstream
+from leads_pipeline.defs.resources import LakeResource, WarehouseResource
+from leads_pipeline.serving import LeadsAnalytics
+from leads_pipeline.sources.sample_data import generate_pages
+from leads_pipeline.storage.lake import DeltaLake
+from leads_pipeline.storage.warehouse import Warehouse
+from leads_pipeline.tables import EVENT_COLUMNS, FUNNEL_TABLE, MONTH, OBJECTIVES_TABLE, WEEK
+from leads_pipeline.transform.funnel import (
     compute_funnel,
     compute_objectives,
     objectives_window,

@@ -19,6 +19,18 @@ import pyarrow as pa
 from pydantic import Field
 from tabulate import tabulate
 
+from leads_pipeline.defs.assets.downstream_checks import (
+    FUNNEL_MATCHES_COUNTS,
+    FUNNEL_RATIOS_WELL_FORMED,
+    OBJECTIVES_MATCH_COUNTS,
+    OBJECTIVES_WINDOW_COMPLETE,
+    OBJECTIVES_WINDOW_RECENT,
+    check_funnel_matches_counts,
+    check_funnel_ratios,
+    check_objectives_match_counts,
+    check_objectives_window_complete,
+    check_objectives_window_recent,
+)
 from leads_pipeline.defs.assets.schemas import duckdb_descriptions
 from leads_pipeline.defs.assets.warehouse_assets import warehouse_asset
 from leads_pipeline.defs.metadata import duckdb_table_metadata, percent
@@ -41,17 +53,7 @@ from leads_pipeline.tables import (
 from leads_pipeline.transform.funnel import (
     DEFAULT_OBJECTIVE_WEEKS,
     DEFAULT_WEEKLY_TARGETS,
-    FUNNEL_MATCHES_COUNTS,
-    FUNNEL_RATIOS_WELL_FORMED,
     FUNNEL_STEPS,
-    OBJECTIVES_MATCH_COUNTS,
-    OBJECTIVES_WINDOW_COMPLETE,
-    OBJECTIVES_WINDOW_RECENT,
-    check_funnel_matches_counts,
-    check_funnel_ratios,
-    check_objectives_match_counts,
-    check_objectives_window_complete,
-    check_objectives_window_recent,
     compute_funnel,
     compute_objectives,
     objectives_window,
