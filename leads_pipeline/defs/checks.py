@@ -2,8 +2,11 @@
 
 Each check reads the stored tables (standalone ``@asset_check``), so it can also be run on its own
 from the UI. Blocking checks stop the rest of a run, and declarative automation, from building on a
-table that fails them. The freshness of ``leads`` is a Dagster freshness policy
-(:func:`leads_freshness_policy`), evaluated by the daemon and shown on the asset in the UI.
+table that fails them. A check whose inputs are exactly those of its last passing evaluation (no
+commit, same published rows) passes again without reading them
+(:mod:`leads_pipeline.defs.check_memory`): a sync that changed nothing costs no full read. The
+freshness of ``leads`` is a Dagster freshness policy (:func:`leads_freshness_policy`), evaluated
+by the daemon and shown on the asset in the UI.
 """
 
 from collections.abc import Mapping
@@ -12,12 +15,19 @@ from datetime import timedelta
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from deltalake.exceptions import DeltaError
+from deltalake import DeltaTable
 
-from leads_pipeline.defs.metadata import percent, recorded_int, thousands, version_text
+from leads_pipeline.defs.check_memory import (
+    at_version,
+    delta_state,
+    recorded_version,
+    remembered,
+    rows_digest,
+)
+from leads_pipeline.defs.metadata import percent, thousands, version_text
 from leads_pipeline.defs.resources import LakeResource, WarehouseResource
 from leads_pipeline.settings import Settings, as_settings, variable_of
+from leads_pipeline.storage.lake import DeltaLake
 from leads_pipeline.tables import (
     EVENT_COLUMNS,
     EVENT_COUNTS,
@@ -78,6 +88,11 @@ def quality_max_share(settings: Settings | Mapping[str, str] | None = None) -> f
     return as_settings(settings).quality_max_share
 
 
+def check_key(asset: str, name: str) -> dg.AssetCheckKey:
+    """The key of the check ``name`` on ``asset``."""
+    return dg.AssetCheckKey(dg.AssetKey(asset), name)
+
+
 def missing_table(table: str) -> dg.AssetCheckResult:
     """The failed result of a check whose table does not exist yet."""
     return dg.AssetCheckResult(
@@ -91,13 +106,29 @@ def missing_table(table: str) -> dg.AssetCheckResult:
     asset=LEADS_TABLE,
     name=LEADS_ID_CHECK,
     blocking=True,
-    description="Every lead has an id, and no id appears twice.",
+    description="Every lead has an id, and no id appears twice. Passes without reading when "
+    "leads has not committed since its last passing evaluation.",
 )
-def leads_id_unique_and_not_null(lake: LakeResource) -> dg.AssetCheckResult:
+def leads_id_unique_and_not_null(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> dg.AssetCheckResult:
     """Fails when ``leads.id`` holds a null or a duplicate."""
-    ids = lake.delta_lake().read(LEADS_TABLE, columns=["id"])
-    if ids is None:
+    store = lake.delta_lake()
+    leads = store.load(LEADS_TABLE)
+    if leads is None:
         return missing_table(LEADS_TABLE)
+    return remembered(
+        context,
+        check_key(LEADS_TABLE, LEADS_ID_CHECK),
+        delta_state(store, LEADS_TABLE, "leads", leads),
+        lambda: _verify_ids(leads),
+        f"leads (Delta version {leads.version()})",
+    )
+
+
+def _verify_ids(leads: DeltaTable) -> dg.AssetCheckResult:
+    """Reads ``leads.id`` (at the version loaded) and checks it."""
+    ids = leads.to_pyarrow_dataset().to_table(columns=["id"])
     column = ids["id"]
     nulls = column.null_count
     counts = pc.value_counts(column.drop_null())
@@ -133,32 +164,6 @@ def leads_id_unique_and_not_null(lake: LakeResource) -> dg.AssetCheckResult:
     )
 
 
-def _leads_at_counts_version(
-    context: dg.AssetCheckExecutionContext, lake: LakeResource, counts_asset: str
-) -> tuple[pa.Table | None, int | None]:
-    """The ``leads`` event columns at the version the count asset was last computed from.
-
-    Falls back to the current version when no materialization records one (or it was vacuumed).
-    """
-    store = lake.delta_lake()
-    version = None
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(counts_asset))
-    if event is not None and event.asset_materialization is not None:
-        version = recorded_int(event.asset_materialization.metadata, _COUNTS_VERSION_KEY)
-    table = None
-    if version is not None:
-        try:
-            table = store.load(LEADS_TABLE, version=version)
-        except (DeltaError, OSError):  # vacuumed or unreadable: compare with the current one
-            context.log.warning(f"leads version {version} cannot be read; using the current one.")
-            table = None
-    if table is None:
-        table = store.load(LEADS_TABLE)
-    if table is None:
-        return None, None
-    return table.to_pyarrow_dataset().to_table(columns=list(EVENT_COLUMNS)), table.version()
-
-
 def reconcile(counts: pa.Table, leads: pa.Table) -> dict[str, tuple[int, int]]:
     """Per event column, (sum over the count table's periods, non-null dates in ``leads``)."""
     return {
@@ -167,20 +172,11 @@ def reconcile(counts: pa.Table, leads: pa.Table) -> dict[str, tuple[int, int]]:
     }
 
 
-def _other_totals(warehouse: WarehouseResource, grain: Grain) -> dict[str, dict[str, int] | None]:
-    """Per other grain's count asset, its total per event column (None if not built)."""
-    published = warehouse.warehouse()
-    totals: dict[str, dict[str, int] | None] = {}
-    for other in GRAINS:
-        if other == grain:
-            continue
-        counts = published.read_table(other.table(EVENT_COUNTS))
-        totals[other.asset(EVENT_COUNTS)] = (
-            None
-            if counts is None
-            else {c: int(pc.sum(counts[c]).as_py() or 0) for c in EVENT_COLUMNS}
-        )
-    return totals
+def _totals(counts: pa.Table | None) -> dict[str, int] | None:
+    """A count table's total per event column (None if not built)."""
+    if counts is None:
+        return None
+    return {c: int(pc.sum(counts[c]).as_py() or 0) for c in EVENT_COLUMNS}
 
 
 def _reconcile_check(
@@ -193,16 +189,47 @@ def _reconcile_check(
 
     Each grain equal to ``leads`` makes all grains equal to each other: the other grains are
     reported (``<column>/<other asset>``, -1 when not built) so that one check shows it all.
+    ``leads`` is read at the version the count asset was last computed from (recorded in its
+    materialization; the current one when none is, or it was vacuumed). The input state is that
+    version, the newest commit of ``leads`` and the digest of every grain's (small) count table:
+    when it is the last passing evaluation's, nothing is read again.
     """
-    counts_table = grain.table(EVENT_COUNTS)
-    counts = warehouse.warehouse().read_table(counts_table)
+    asset, counts_table = grain.asset(EVENT_COUNTS), grain.table(EVENT_COUNTS)
+    published = warehouse.warehouse()
+    tables = {g.asset(EVENT_COUNTS): published.read_table(g.table(EVENT_COUNTS)) for g in GRAINS}
+    counts = tables[asset]
     if counts is None:
         return missing_table(counts_table)
-    leads, version = _leads_at_counts_version(context, lake, grain.asset(EVENT_COUNTS))
-    if leads is None:
+    store = lake.delta_lake()
+    latest = store.load(LEADS_TABLE)
+    if latest is None:
         return missing_table(LEADS_TABLE)
-    totals = reconcile(counts, leads)
-    others = _other_totals(warehouse, grain)
+    recorded = recorded_version(context.instance, asset, _COUNTS_VERSION_KEY)
+    leads = at_version(context, store, LEADS_TABLE, latest, recorded)
+    state = {
+        **delta_state(store, LEADS_TABLE, "leads", latest, compared=leads.version()),
+        **{f"{name}_sha256": rows_digest(rows) for name, rows in tables.items()},
+    }
+    others = {name: _totals(rows) for name, rows in tables.items() if name != asset}
+    return remembered(
+        context,
+        check_key(asset, RECONCILE_CHECK),
+        state,
+        lambda: _verify_counts(context, grain, counts, leads, others),
+        f"{counts_table}, the other grains' counts and leads (Delta version {leads.version()})",
+    )
+
+
+def _verify_counts(
+    context: dg.AssetCheckExecutionContext,
+    grain: Grain,
+    counts: pa.Table,
+    leads: DeltaTable,
+    others: Mapping[str, dict[str, int] | None],
+) -> dg.AssetCheckResult:
+    """Reads the event columns of ``leads`` (at the version loaded) and reconciles ``counts``."""
+    version = leads.version()
+    totals = reconcile(counts, leads.to_pyarrow_dataset().to_table(columns=list(EVENT_COLUMNS)))
     mismatched = {c: t for c, t in totals.items() if t[0] != t[1]}
     metadata: dict = {"table_exists": True, _COUNTS_VERSION_KEY: version_text(version)}
     for column, (in_counts, in_leads) in totals.items():
@@ -218,8 +245,8 @@ def _reconcile_check(
     return dg.AssetCheckResult(
         passed=not mismatched,
         description=(
-            f"Each event column's total over {counts_table} equals its non-null dates in leads "
-            f"(version {version})."
+            f"Each event column's total over {grain.table(EVENT_COUNTS)} equals its non-null "
+            f"dates in leads (version {version})."
             if not mismatched
             else "Totals differ from leads: "
             + "; ".join(f"{c}: {a} counted vs {b} in leads" for c, (a, b) in mismatched.items())
@@ -240,7 +267,8 @@ def counts_reconcile_check(grain: Grain) -> dg.AssetChecksDefinition:
         name=RECONCILE_CHECK,
         blocking=True,
         description=f"For each event column, the sum over {grain.plural} equals the non-null "
-        "dates in leads; the other grains' totals are shown beside it.",
+        "dates in leads; the other grains' totals are shown beside it. Passes without reading "
+        "leads when neither it nor any count table changed since its last passing evaluation.",
     )
     def _check(
         context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
@@ -269,98 +297,67 @@ def quality_share_check(max_share: float) -> dg.AssetChecksDefinition:
         name=QUALITY_SHARE_CHECK,
         additional_deps=[LEADS_TABLE],
         description="The share of leads with at least one unreadable value stays under "
-        f"${QUALITY_SHARE_VARIABLE} (5 % by default). Warns only.",
+        f"${QUALITY_SHARE_VARIABLE} (5 % by default). Warns only. Passes without reading when "
+        "neither table committed since its last passing evaluation (same threshold).",
     )
-    def share_of_leads_with_issues(lake: LakeResource) -> dg.AssetCheckResult:
+    def share_of_leads_with_issues(
+        context: dg.AssetCheckExecutionContext, lake: LakeResource
+    ) -> dg.AssetCheckResult:
         """Warns when too many leads have a value that could not be parsed."""
         store = lake.delta_lake()
-        leads = store.read(LEADS_TABLE, columns=["id"])
-        issues = store.read(ISSUES_TABLE, columns=["page_id"])
+        leads, issues = store.load(LEADS_TABLE), store.load(ISSUES_TABLE)
         if leads is None or issues is None:
             return missing_table(LEADS_TABLE if leads is None else ISSUES_TABLE)
-        threshold = max_share
-        affected = pc.count_distinct(
-            pc.filter(issues["page_id"], pc.is_in(issues["page_id"], leads["id"]))
-        ).as_py()
-        share = affected / leads.num_rows if leads.num_rows else 0.0
-        dg.get_dagster_logger().info(
-            f"{ISSUES_TABLE}:{QUALITY_SHARE_CHECK}: "
-            f"{'passed' if share <= threshold else 'warning'}, {thousands(affected)} of "
-            f"{thousands(leads.num_rows)} leads ({share:.1%}) with an unreadable value, "
-            f"threshold {threshold:.1%}."
-        )
-        return dg.AssetCheckResult(
-            passed=share <= threshold,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                f"{affected} of {leads.num_rows} leads ({share:.1%}) have at least one value that "
-                f"could not be read; threshold {threshold:.1%} (${QUALITY_SHARE_VARIABLE})."
-            ),
-            metadata={
-                "table_exists": True,
-                "leads": leads.num_rows,
-                "leads_with_issues": affected,
-                "leads_with_issues_percent": percent(share),
-                "threshold_percent": percent(threshold),
-            },
+        state = {
+            **delta_state(store, LEADS_TABLE, "leads", leads),
+            **delta_state(store, ISSUES_TABLE, "issues", issues),
+            "threshold_share": repr(max_share),
+        }
+        return remembered(
+            context,
+            check_key(ISSUES_TABLE, QUALITY_SHARE_CHECK),
+            state,
+            lambda: _verify_share(leads, issues, max_share),
+            f"leads (Delta version {leads.version()}) and lead_quality_issues (Delta version "
+            f"{issues.version()})",
         )
 
     return share_of_leads_with_issues
 
 
+def _verify_share(leads: DeltaTable, issues: DeltaTable, threshold: float) -> dg.AssetCheckResult:
+    """Reads ``leads.id`` and ``lead_quality_issues.page_id`` (at the versions loaded)."""
+    ids = leads.to_pyarrow_dataset().to_table(columns=["id"])
+    pages = issues.to_pyarrow_dataset().to_table(columns=["page_id"])
+    affected = pc.count_distinct(
+        pc.filter(pages["page_id"], pc.is_in(pages["page_id"], ids["id"]))
+    ).as_py()
+    share = affected / ids.num_rows if ids.num_rows else 0.0
+    dg.get_dagster_logger().info(
+        f"{ISSUES_TABLE}:{QUALITY_SHARE_CHECK}: "
+        f"{'passed' if share <= threshold else 'warning'}, {thousands(affected)} of "
+        f"{thousands(ids.num_rows)} leads ({share:.1%}) with an unreadable value, "
+        f"threshold {threshold:.1%}."
+    )
+    return dg.AssetCheckResult(
+        passed=share <= threshold,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{affected} of {ids.num_rows} leads ({share:.1%}) have at least one value that "
+            f"could not be read; threshold {threshold:.1%} (${QUALITY_SHARE_VARIABLE})."
+        ),
+        metadata={
+            "table_exists": True,
+            "leads": ids.num_rows,
+            "leads_with_issues": affected,
+            "leads_with_issues_percent": percent(share),
+            "threshold_percent": percent(threshold),
+        },
+    )
+
+
 #: The check with the default threshold (the definitions use the configured one).
 share_of_leads_with_issues = quality_share_check(Settings().quality_max_share)
-
-
-#: Metadata of history_matches_leads naming what it verified; a later evaluation that finds both
-#: tables as they were then passes without reading them.
-_HISTORY_STATE_KEYS = (
-    "history_table_uri",
-    "history_delta_version",
-    "history_commit_timestamp",
-    "leads_table_uri",
-    "leads_delta_version",
-    "leads_commit_timestamp",
-)
-_UNCHANGED_KEY = "unchanged_since_last_pass"
-_VERIFIED_IN_RUN_KEY = "verified_in_run"
-
-
-def _table_state(lake: LakeResource) -> dict[str, str] | None:
-    """URI, Delta version and newest commit time of ``lead_history`` and ``leads`` (no data read).
-
-    None when either table is missing. The commit time tells a table recreated at the same
-    version number from the one verified. Every value is text (the UI lists it, never plots it).
-    """
-    store = lake.delta_lake()
-    state: dict[str, str] = {}
-    for prefix, name in (("history", HISTORY_TABLE), ("leads", LEADS_TABLE)):
-        table = store.load(name)
-        if table is None:
-            return None
-        [commit] = table.history(1) or [{"timestamp": -1}]
-        state[f"{prefix}_table_uri"] = store.table_uri(name)
-        state[f"{prefix}_delta_version"] = str(table.version())
-        state[f"{prefix}_commit_timestamp"] = str(int(commit.get("timestamp") or -1))
-    return state
-
-
-def _last_pass_at(
-    context: dg.AssetCheckExecutionContext, state: Mapping[str, str | int]
-) -> Mapping[str, dg.MetadataValue] | None:
-    """The metadata of the latest completed evaluation of this check, if it passed on exactly
-    ``state`` (same tables, same Delta versions and commits); None otherwise."""
-    key = dg.AssetCheckKey(dg.AssetKey(HISTORY_TABLE), HISTORY_CHECK)
-    completed = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
-    records = context.instance.event_log_storage.get_asset_check_execution_history(
-        key, limit=1, status=completed
-    )
-    evaluation = records[0].evaluation if records else None
-    if evaluation is None or not evaluation.passed:
-        return None
-    metadata = evaluation.metadata
-    recorded = {k: getattr(metadata.get(k), "value", None) for k in _HISTORY_STATE_KEYS}
-    return metadata if recorded == dict(state) else None
 
 
 @dg.asset_check(
@@ -383,27 +380,29 @@ def history_matches_leads(
     again without reading them, saying so, with the figures of the verification it relies on.
     The versions are read before verifying, so a commit made meanwhile is verified next time.
     """
-    state = _table_state(lake)
-    if state is None:
+    store = lake.delta_lake()
+    history, leads = store.load(HISTORY_TABLE), store.load(LEADS_TABLE)
+    if history is None or leads is None:
         return missing_table(f"{HISTORY_TABLE} or {LEADS_TABLE}")
-    previous = _last_pass_at(context, state)
-    if previous is not None:
-        run = getattr(previous.get(_VERIFIED_IN_RUN_KEY), "value", None)
-        context.log.info(
-            f"{HISTORY_TABLE}:{HISTORY_CHECK}: passed, unchanged since run {run} verified it "
-            f"(lead_history version {state['history_delta_version']}, leads version "
-            f"{state['leads_delta_version']}); not read again."
-        )
-        return dg.AssetCheckResult(
-            passed=True,
-            description=(
-                f"Neither lead_history (Delta version {state['history_delta_version']}) nor leads "
-                f"(version {state['leads_delta_version']}) changed since the last passing "
-                f"evaluation, which verified them in full (run {run}): not read again."
-            ),
-            metadata={**previous, **state, _UNCHANGED_KEY: True},
-        )
-    found = verify_history(lake.delta_lake())
+    state = {
+        **delta_state(store, HISTORY_TABLE, "history", history),
+        **delta_state(store, LEADS_TABLE, "leads", leads),
+    }
+    return remembered(
+        context,
+        check_key(HISTORY_TABLE, HISTORY_CHECK),
+        state,
+        lambda: _verify_history(context, store),
+        f"lead_history (Delta version {history.version()}) and leads (Delta version "
+        f"{leads.version()})",
+    )
+
+
+def _verify_history(
+    context: dg.AssetCheckExecutionContext, store: DeltaLake
+) -> dg.AssetCheckResult:
+    """Verifies ``lead_history`` against ``leads`` in full (:func:`verify_history`)."""
+    found = verify_history(store)
     if not found.exists:
         return missing_table(f"{HISTORY_TABLE} or {LEADS_TABLE}")
     context.log.info(
@@ -422,9 +421,6 @@ def history_matches_leads(
             "differing_columns": dg.MetadataValue.json(dict(found.differing_columns)),
             "history_leads_version": version_text(found.history_leads_version),
             "leads_version": version_text(found.leads_version),
-            **state,
-            _UNCHANGED_KEY: False,
-            _VERIFIED_IN_RUN_KEY: context.run.run_id,
         },
     )
 

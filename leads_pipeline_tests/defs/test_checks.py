@@ -114,14 +114,14 @@ def _check_keys():
 
 def test_id_check_passes_on_unique_ids(lake):
     write_leads(lake, LEADS)
-    result = leads_id_unique_and_not_null(lake=lake)
+    result = leads_id_unique_and_not_null(dg.build_asset_check_context(), lake=lake)
     assert result.passed
     assert result.metadata["rows"].value == 4
 
 
 def test_id_check_fails_on_duplicates_and_nulls(lake):
     write_leads(lake, [*LEADS, {"id": "b"}, {"id": None}, {"id": "b"}, {"id": "c"}])
-    result = leads_id_unique_and_not_null(lake=lake)
+    result = leads_id_unique_and_not_null(dg.build_asset_check_context(), lake=lake)
     assert not result.passed
     assert result.metadata["null_ids"].value == 1
     assert result.metadata["duplicated_ids"].value == 2
@@ -129,7 +129,7 @@ def test_id_check_fails_on_duplicates_and_nulls(lake):
 
 
 def test_id_check_fails_when_the_table_is_missing(lake):
-    result = leads_id_unique_and_not_null(lake=lake)
+    result = leads_id_unique_and_not_null(dg.build_asset_check_context(), lake=lake)
     assert not result.passed
     assert "does not exist" in result.description
 
@@ -213,7 +213,7 @@ def write_issues(lake: LakeResource, page_ids: list[str]) -> None:
 def test_quality_share_passes_under_the_threshold(lake):
     write_leads(lake, [{"id": str(i)} for i in range(40)])
     write_issues(lake, ["1", "1", "gone"])  # one lead (twice); issues of deleted leads ignored
-    result = share_of_leads_with_issues(lake=lake)
+    result = share_of_leads_with_issues(dg.build_asset_check_context(), lake=lake)
     assert result.passed
     assert result.severity == dg.AssetCheckSeverity.WARN
     assert result.metadata["leads_with_issues"].value == 1
@@ -223,7 +223,7 @@ def test_quality_share_passes_under_the_threshold(lake):
 def test_quality_share_warns_over_the_threshold(lake):
     write_leads(lake, [{"id": str(i)} for i in range(10)])
     write_issues(lake, ["1", "2"])
-    result = share_of_leads_with_issues(lake=lake)
+    result = share_of_leads_with_issues(dg.build_asset_check_context(), lake=lake)
     assert not result.passed
     assert result.severity == dg.AssetCheckSeverity.WARN
     assert "2 of 10 leads (20.0%)" in result.description
@@ -232,9 +232,11 @@ def test_quality_share_warns_over_the_threshold(lake):
 def test_quality_threshold_is_configurable(lake):
     write_leads(lake, [{"id": str(i)} for i in range(10)])
     write_issues(lake, ["1", "2"])
-    assert not share_of_leads_with_issues(lake=lake).passed  # 20 % > 5 % by default
+    assert not share_of_leads_with_issues(
+        dg.build_asset_check_context(), lake=lake
+    ).passed  # 20 % > 5 % by default
     configured = quality_max_share({"LEADS_QUALITY_ISSUES_MAX_SHARE": "0.25"})
-    assert quality_share_check(configured)(lake=lake).passed
+    assert quality_share_check(configured)(dg.build_asset_check_context(), lake=lake).passed
     for bad in ("1.5", "-0.1", "many"):
         with pytest.raises(ConfigurationError, match="LEADS_QUALITY_ISSUES_MAX_SHARE"):
             quality_max_share({"LEADS_QUALITY_ISSUES_MAX_SHARE": bad})

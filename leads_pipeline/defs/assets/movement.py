@@ -15,7 +15,6 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError
 
 from leads_pipeline.defs.assets.schemas import duckdb_descriptions
 from leads_pipeline.defs.assets.warehouse_assets import (
@@ -24,11 +23,17 @@ from leads_pipeline.defs.assets.warehouse_assets import (
     sql_digest,
     warehouse_asset,
 )
-from leads_pipeline.defs.checks import missing_table
+from leads_pipeline.defs.check_memory import (
+    at_version,
+    delta_state,
+    recorded_version,
+    remembered,
+    rows_digest,
+)
+from leads_pipeline.defs.checks import check_key, missing_table
 from leads_pipeline.defs.metadata import (
     duckdb_table_metadata,
     markdown_preview,
-    recorded_int,
     thousands,
     version_text,
 )
@@ -275,21 +280,12 @@ def cohort_conversion(
 
 
 def _history_at_entries_version(
-    context: dg.AssetCheckExecutionContext, store: DeltaLake, asset: str
-) -> DeltaTable | None:
-    """``lead_history`` at the version ``asset`` was last computed from (else the current one)."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    version = None
-    if event is not None and event.asset_materialization is not None:
-        version = recorded_int(event.asset_materialization.metadata, HISTORY_VERSION_KEY)
-    if version is not None:
-        try:
-            return store.load(HISTORY_TABLE, version=version)
-        except (DeltaError, OSError):  # vacuumed or unreadable: reconcile with the current one
-            context.log.warning(
-                f"lead_history version {version} cannot be read; using the current one."
-            )
-    return store.load(HISTORY_TABLE)
+    context: dg.AssetCheckExecutionContext, store: DeltaLake, asset: str, latest: DeltaTable
+) -> DeltaTable:
+    """``lead_history`` at the version ``asset`` was last computed from (its log only; else
+    ``latest``, the current one: none recorded, vacuumed or unreadable)."""
+    version = recorded_version(context.instance, asset, HISTORY_VERSION_KEY)
+    return at_version(context, store, HISTORY_TABLE, latest, version)
 
 
 def reconcile_entries(
@@ -298,34 +294,54 @@ def reconcile_entries(
     warehouse: WarehouseResource,
     grain: Grain,
 ) -> dg.AssetCheckResult:
-    """The result of :data:`ENTRIES_CHECK` on ``grain``'s status-entries table."""
-    table = grain.table(STATUS_ENTRIES)
+    """The result of :data:`ENTRIES_CHECK` on ``grain``'s status-entries table.
+
+    ``lead_history`` is read at the version the table was computed from. The input state is
+    that version, the newest commit of ``lead_history`` and the digest of the (small) published
+    table: when it is the last passing evaluation's, the history is not read again
+    (:mod:`leads_pipeline.defs.check_memory`).
+    """
+    asset, table = grain.asset(STATUS_ENTRIES), grain.table(STATUS_ENTRIES)
     entries = warehouse.warehouse().read_table(table)
     if entries is None:
         return missing_table(table)
     store = lake.delta_lake()
-    history = _history_at_entries_version(context, store, grain.asset(STATUS_ENTRIES))
-    if history is None:
+    latest = store.load(HISTORY_TABLE)
+    if latest is None:
         return missing_table(HISTORY_TABLE)
-    found = verify_status_entries(history.to_pyarrow_dataset(), entries)
-    context.log.info(
-        f"{grain.asset(STATUS_ENTRIES)}:{ENTRIES_CHECK}: "
-        f"{'passed' if found.passed else 'FAILED'}, {thousands(found.table_total)} entries in "
-        f"the table, {thousands(found.history_total)} in lead_history version "
-        f"{history.version()}."
-    )
-    return dg.AssetCheckResult(
-        passed=found.passed,
-        description=found.describe(),
-        metadata={
-            "table_exists": True,
-            HISTORY_VERSION_KEY: version_text(history.version()),
-            "entries_in_table": found.table_total,
-            "entries_in_history": found.history_total,
-            "mismatches": dg.MetadataValue.json(
-                {s: {"table": t, "history": h} for s, (t, h) in found.mismatches.items()}
-            ),
-        },
+    history = _history_at_entries_version(context, store, asset, latest)
+    state = {
+        **delta_state(store, HISTORY_TABLE, "history", latest, compared=history.version()),
+        f"{asset}_sha256": rows_digest(entries),
+    }
+
+    def verify() -> dg.AssetCheckResult:
+        found = verify_status_entries(history.to_pyarrow_dataset(), entries)
+        context.log.info(
+            f"{asset}:{ENTRIES_CHECK}: {'passed' if found.passed else 'FAILED'}, "
+            f"{thousands(found.table_total)} entries in the table, "
+            f"{thousands(found.history_total)} in lead_history version {history.version()}."
+        )
+        return dg.AssetCheckResult(
+            passed=found.passed,
+            description=found.describe(),
+            metadata={
+                "table_exists": True,
+                HISTORY_VERSION_KEY: version_text(history.version()),
+                "entries_in_table": found.table_total,
+                "entries_in_history": found.history_total,
+                "mismatches": dg.MetadataValue.json(
+                    {s: {"table": t, "history": h} for s, (t, h) in found.mismatches.items()}
+                ),
+            },
+        )
+
+    return remembered(
+        context,
+        check_key(asset, ENTRIES_CHECK),
+        state,
+        verify,
+        f"{table} and lead_history (Delta version {history.version()})",
     )
 
 
@@ -336,7 +352,8 @@ def _entries_check(grain: Grain) -> dg.AssetChecksDefinition:
         blocking=True,
         additional_deps=[HISTORY_TABLE],
         description="Per status, the entries summed over the periods equal the versions of "
-        "lead_history entering that status.",
+        "lead_history entering that status. Passes without reading lead_history when neither it "
+        "nor the table changed since its last passing evaluation.",
     )
     def _check(
         context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
