@@ -6,6 +6,15 @@ commit metadata, so a fresh Dagster instance resumes correctly. A changed proper
 missing mark, duplicate ids in ``leads`` or an explicit rebuild re-derives everything from raw,
 without one call to Notion.
 
+A write that would change nothing makes no commit, so a table's own mark can lag: the quality
+issues rarely change, and reading raw's changes from their mark would parse and merge again every
+change since (the ``leads`` step grew with every sync). A derivation into an existing ``leads``
+therefore writes the issues first, then ``leads``; when the issues were already right, the leads
+commit records that version of them (:data:`ISSUES_VERSION_KEY`): while no commit has changed
+their rows since, they are derived through that commit's raw version. A crash between the two
+writes leaves ``leads``' mark behind, and the next derivation reads raw's changes from it again
+(both writes are idempotent).
+
 Two derivations may run at once (two Dagster instances on one lake): a first derivation that
 loses the race is derived again, as a merge; merges and overwrites that lose are redone from the
 tables' new state (see :mod:`leads_pipeline.storage.lake`). A page stored twice in raw (by an older
@@ -27,6 +36,7 @@ from leads_pipeline.storage.duck import scratch_connection
 from leads_pipeline.storage.lake import (
     ACTION,
     DELETE,
+    METADATA_PREFIX,
     NEWEST_ORDER,
     UPSERT,
     ConcurrentFirstLoadError,
@@ -41,6 +51,25 @@ from leads_pipeline.transform.property_map import ResolvedColumn
 
 MARK_KEY = "raw_version"
 MAP_KEY = "property_map"
+#: Key of a ``leads`` commit: the version of ``lead_quality_issues`` its derivation found already
+#: right (so wrote nothing to, not even a mark): derived through the same raw version as the commit.
+ISSUES_VERSION_KEY = "issues_version"
+#: Delta operations that change no row of a table (compaction, vacuum, table properties).
+_KEEPS_ROWS = frozenset(
+    {
+        "OPTIMIZE",
+        "VACUUM START",
+        "VACUUM END",
+        "SET TBLPROPERTIES",
+        "UPGRADE PROTOCOL",
+        "ADD CONSTRAINT",
+        "DROP CONSTRAINT",
+        "ADD FEATURE",
+        "UPDATE TABLE METADATA",
+    }
+)
+#: How many recent commits of a table are searched for its mark.
+_MARK_SEARCH = 200
 
 _BATCH_ROWS = 25_000
 _RAW_COLUMNS = [
@@ -75,10 +104,48 @@ class DeriveOutcome:
     duplicates_removed: int = 0
 
 
-def _mark(lake: DeltaLake, table: str) -> int | None:
-    """The version of raw_notion_leads that ``table`` was last derived from."""
-    value = lake.commit_value(table, MARK_KEY)
+def _commit_int(commit: Mapping | None, key: str) -> int | None:
+    """The integer custom metadata ``key`` of ``commit`` (None if absent)."""
+    value = None if commit is None else commit.get(METADATA_PREFIX + key)
     return int(value) if value else None
+
+
+def _marks(lake: DeltaLake, leads: DeltaTable | None) -> list[int | None]:
+    """The raw versions ``leads`` and ``lead_quality_issues`` are derived through (None: unknown).
+
+    Each table's own mark is the newest of its commits that carries one. The issues' is newer
+    when the newest marked ``leads`` commit records an issues version (:data:`ISSUES_VERSION_KEY`)
+    and no commit since that version changed the issues' rows: they are then derived through that
+    ``leads`` commit's raw version, even though no issues commit says so (it changed nothing).
+    """
+    history = [] if leads is None else leads.history(_MARK_SEARCH)
+    leads_commit = next((c for c in history if METADATA_PREFIX + MARK_KEY in c), None)
+    leads_mark = _commit_int(leads_commit, MARK_KEY)
+    issues = lake.load(ISSUES_TABLE)
+    issues_history = [] if issues is None else issues.history(_MARK_SEARCH)
+    issues_mark = _commit_int(
+        next((c for c in issues_history if METADATA_PREFIX + MARK_KEY in c), None), MARK_KEY
+    )
+    left = _commit_int(leads_commit, ISSUES_VERSION_KEY)
+    if (
+        None not in (leads_mark, issues_mark, left)
+        and leads_mark > issues_mark
+        and _rows_unchanged_since(issues, issues_history, left)
+    ):
+        issues_mark = leads_mark
+    return [leads_mark, issues_mark]
+
+
+def _rows_unchanged_since(table: DeltaTable, history: list[dict], version: int) -> bool:
+    """Whether ``table`` holds the rows of its ``version``: no later commit changed a row.
+
+    ``history`` is the table's newest commits, newest first; a version older than all of them
+    cannot be vouched for.
+    """
+    if version > table.version() or version < table.version() - len(history):
+        return False
+    later = [c for c in history if c["version"] > version]
+    return all(c.get("operation") in _KEEPS_ROWS for c in later)
 
 
 def derive_leads(
@@ -145,7 +212,7 @@ def _derive(
         None if current is None else current.to_pyarrow_dataset().to_table(columns=["id"])["id"]
     )
     duplicates = 0 if existing is None else len(existing) - pc.count_distinct(existing).as_py()
-    marks = [_mark(lake, LEADS_TABLE), _mark(lake, ISSUES_TABLE)]
+    marks = _marks(lake, current)
     full = (
         rebuild
         or duplicates > 0
@@ -196,8 +263,21 @@ def _derive(
             # lead_history reads only the rows each derivation changed.
             configuration={"delta.enableChangeDataFeed": "true"},
         )
+        issues_outcome, issues = _write_issues(
+            lake, issue_parts, affected_parts, full, commit_metadata
+        )
     else:
         parsed_leads = pa.Table.from_batches(list(parsed_batches()), schema=target_schema)
+        # The issues first: when they are already right (no commit, so no mark of their own),
+        # the leads commit records the version found right, which moves the issues' mark.
+        issues_outcome, issues = _write_issues(
+            lake, issue_parts, affected_parts, full, commit_metadata
+        )
+        leads_metadata = (
+            commit_metadata
+            if issues_outcome.committed
+            else {**commit_metadata, ISSUES_VERSION_KEY: str(issues_outcome.version)}
+        )
         gone = (
             pa.chunked_array(gone_parts, pa.string()).combine_chunks()
             if gone_parts
@@ -209,7 +289,7 @@ def _derive(
             # id is in the table twice (a merge would update both copies). A full derivation holds
             # every live lead, once: it replaces the table (the old version stays readable
             # through time travel).
-            leads_outcome = lake.replace(LEADS_TABLE, parsed_leads, metadata=commit_metadata)
+            leads_outcome = lake.replace(LEADS_TABLE, parsed_leads, metadata=leads_metadata)
         else:
             if full:
                 # Rows whose raw page is no longer live at all (e.g. written under another map).
@@ -219,8 +299,32 @@ def _derive(
             # when a source row matches no clause (a deletion of an absent id) while another row
             # is inserted (it writes an all-null change row, which fails validation).
             gone = pc.filter(gone, pc.is_in(gone, value_set=existing.combine_chunks()))
-            leads_outcome = _merge_leads(lake, parsed_leads, gone, commit_metadata)
+            leads_outcome = _merge_leads(lake, parsed_leads, gone, leads_metadata)
 
+    return DeriveOutcome(
+        mode="full" if full else "incremental",
+        raw_rows_processed=processed,
+        leads=leads_outcome,
+        issues=issues_outcome,
+        issue_rows=issues.num_rows,
+        leads_rows=lake.load(LEADS_TABLE).to_pyarrow_dataset().count_rows(),
+        issues_table=issues,
+        duplicates_removed=duplicates,
+    )
+
+
+def _write_issues(
+    lake: DeltaLake,
+    issue_parts: list[pa.Table],
+    affected_parts: list[pa.Array],
+    full: bool,
+    metadata: Mapping[str, str],
+) -> tuple[WriteOutcome, pa.Table]:
+    """Replaces the issues of the affected pages (all of them if ``full``) in one commit, or none.
+
+    Returns:
+        The write's outcome and the issues the table now holds.
+    """
     affected = (
         pa.chunked_array(affected_parts, pa.string()).combine_chunks()
         if affected_parts
@@ -234,18 +338,8 @@ def _derive(
         merged_issues[:] = [_merge_issues(current_issues, new_issues, affected, full)]
         return merged_issues[0]
 
-    issues_outcome = lake.replace(ISSUES_TABLE, issues_from, metadata=commit_metadata)
-    issues = merged_issues[0]
-    return DeriveOutcome(
-        mode="full" if full else "incremental",
-        raw_rows_processed=processed,
-        leads=leads_outcome,
-        issues=issues_outcome,
-        issue_rows=issues.num_rows,
-        leads_rows=lake.load(LEADS_TABLE).to_pyarrow_dataset().count_rows(),
-        issues_table=issues,
-        duplicates_removed=duplicates,
-    )
+    outcome = lake.replace(ISSUES_TABLE, issues_from, metadata=metadata)
+    return outcome, merged_issues[0]
 
 
 def _newest_raw_batches(raw: DeltaTable) -> Iterator[pa.RecordBatch]:
