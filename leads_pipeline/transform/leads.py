@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,9 +45,10 @@ from leads_pipeline.storage.lake import (
     key_in,
     newest_per_key,
 )
+from leads_pipeline.storage.raw_store import load_schema
 from leads_pipeline.tables import ISSUES_TABLE, LEADS_TABLE, RAW_TABLE
 from leads_pipeline.transform.parsing import ISSUES_SCHEMA, leads_schema, parse_pages
-from leads_pipeline.transform.property_map import ResolvedColumn
+from leads_pipeline.transform.property_map import PropertyMap, ResolvedColumn, resolve
 
 MARK_KEY = "raw_version"
 MAP_KEY = "property_map"
@@ -87,6 +88,10 @@ _DERIVE_ATTEMPTS = 3
 
 class RawTableMissingError(RuntimeError):
     """``leads`` was asked for before ``raw_notion_leads`` exists."""
+
+
+class RawSchemaMissingError(RawTableMissingError):
+    """``raw_notion_leads`` has no stored data source schema yet (no sync has stored one)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,64 @@ def _rows_unchanged_since(table: DeltaTable, history: list[dict], version: int) 
         return False
     later = [c for c in history if c["version"] > version]
     return all(c.get("operation") in _KEEPS_ROWS for c in later)
+
+
+@dataclass(frozen=True)
+class LeadsFromRaw:
+    """What :func:`derive_leads_from_raw` did, and what it derived with."""
+
+    outcome: DeriveOutcome
+    #: The property map resolved against the stored data source schema.
+    columns: tuple[ResolvedColumn, ...]
+    #: Who produced the raw pages (``notion``, ``sample``...; ``unknown`` if raw does not say).
+    source: str
+
+
+def derive_leads_from_raw(
+    lake: DeltaLake,
+    mapping: PropertyMap,
+    *,
+    rebuild: bool = False,
+    now: datetime | None = None,
+) -> LeadsFromRaw:
+    """Derives ``leads`` and ``lead_quality_issues`` from raw as the stored schema describes it.
+
+    The property map is resolved against the data source schema the last raw sync stored (by
+    property id, so a renamed property still maps), and the commits record raw's source.
+
+    Args:
+        lake: The lake holding ``raw_notion_leads`` and its stored schema.
+        mapping: The property map.
+        rebuild: Re-derive everything from raw.
+        now: Timestamp for new quality issues (now by default).
+
+    Returns:
+        The derivation's outcome, the resolved columns and the source.
+
+    Raises:
+        RawSchemaMissingError: If no raw sync has stored a data source schema yet.
+        RawTableMissingError: If ``raw_notion_leads`` does not exist yet.
+        PropertyMapError: If the map does not fit the stored schema.
+    """
+    stored = load_schema(lake)
+    if stored is None:
+        raise RawSchemaMissingError(
+            "raw_notion_leads has no stored data source schema yet: materialize raw_notion_leads "
+            "first (job sync_leads)."
+        )
+    schema, bound = stored
+    columns = resolve(mapping, schema, bound)
+    source = lake.commit_value(RAW_TABLE, "source") or "unknown"
+    outcome = derive_leads(
+        lake,
+        columns,
+        schema,
+        mapping.fingerprint(),
+        now or datetime.now(UTC),
+        rebuild=rebuild,
+        metadata={"source": source},
+    )
+    return LeadsFromRaw(outcome=outcome, columns=columns, source=source)
 
 
 def derive_leads(

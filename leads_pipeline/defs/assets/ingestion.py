@@ -1,8 +1,6 @@
 """Ingestion layer: Notion pages → ``raw_notion_leads`` → ``leads`` and ``lead_quality_issues``,
 and ``leads`` → ``lead_history``."""
 
-from datetime import UTC, datetime
-
 import dagster as dg
 from pydantic import Field
 
@@ -29,15 +27,13 @@ from leads_pipeline.defs.pools import LAKE_POOL
 from leads_pipeline.defs.resources import LakeResource, PropertyMapResource
 from leads_pipeline.sources.base import LeadsSource
 from leads_pipeline.sources.raw_sync import RawSyncOutcome, sync_raw
-from leads_pipeline.storage.raw_store import load_schema
 from leads_pipeline.tables import HISTORY_TABLE, ISSUES_TABLE, LEADS_TABLE, RAW_TABLE
 from leads_pipeline.transform.history import (
     ExaminedThrough,
     derive_history,
     enable_leads_change_feed,
 )
-from leads_pipeline.transform.leads import derive_leads
-from leads_pipeline.transform.property_map import resolve
+from leads_pipeline.transform.leads import RawSchemaMissingError, derive_leads_from_raw
 
 
 class RawLeadsConfig(dg.Config):
@@ -183,25 +179,12 @@ def leads_and_quality_issues(
 ):
     """Parses raw pages into the typed leads table and the quality issues found on the way."""
     store = lake.delta_lake()
-    stored = load_schema(store)
-    if stored is None:
-        raise dg.Failure(
-            "raw_notion_leads has no stored data source schema yet: materialize raw_notion_leads "
-            "first (job sync_leads)."
-        )
-    schema, bound = stored
     mapping = property_map.load()
-    columns = resolve(mapping, schema, bound)
-    source = store.commit_value(RAW_TABLE, "source") or "unknown"
-    outcome = derive_leads(
-        store,
-        columns,
-        schema,
-        mapping.fingerprint(),
-        datetime.now(UTC),
-        rebuild=config.rebuild,
-        metadata={"source": source},
-    )
+    try:
+        derived = derive_leads_from_raw(store, mapping, rebuild=config.rebuild)
+    except RawSchemaMissingError as error:
+        raise dg.Failure(str(error)) from error
+    outcome, columns, source = derived.outcome, derived.columns, derived.source
     context.log.info(
         f"{LEADS_TABLE}: {thousands(outcome.leads_rows)} leads ({outcome.mode}) from "
         f"{thousands(outcome.raw_rows_processed)} raw rows, {thousands(outcome.leads.inserted)} "
