@@ -15,7 +15,9 @@ Two phases, each printing one JSON line per measurement, then a summary table:
 ``movement``  A ``lead_history`` of R rows (default 1,000,000: 250,000 leads with 1 to 7
               versions; statuses moving forward, some versions that keep their status, some
               deletions and restorations), written as a Delta table partitioned like the real
-              one, and the ``leads`` table of its current versions. Times each movement table as
+              one, in edit-time order over ``--history-commits`` appends (default 40, as syncs
+              append it; 1: one commit sorted by lead), and the ``leads`` table of its current
+              versions. Times each movement table as
               the analytics assets compute it, from the Delta datasets (best of ``--repeats``;
               target ≤ 1 s each): weekly and monthly status entries, status durations, cohorts.
 
@@ -347,8 +349,13 @@ def generated_history(rows: int, seed: int = SEED) -> tuple[pa.Table, pa.Table]:
 
 def leads_date_types(leads: pa.Table, like: pa.Schema | None) -> pa.Table:
     """``leads`` with its date columns in the types the pipeline's ``leads`` gives them."""
-    if like is None:
-        return leads
+    if like is None:  # no real leads table: its date columns are date32 (property kind "date")
+        return leads.cast(
+            pa.schema(
+                pa.field(f.name, pa.date32()) if f.name.startswith("date_") else f
+                for f in leads.schema
+            )
+        )
     fields = [
         like.field(n) if n in like.names else leads.schema.field(n) for n in leads.schema.names
     ]
@@ -364,7 +371,21 @@ def timed(function, repeats: int) -> tuple[float, float, int]:
     return min(seconds), statistics.median(seconds), rows
 
 
-def phase_movement(workdir: Path, rows: int, repeats: int) -> list[dict]:
+def write_history(uri: str, history: pa.Table, commits: int) -> None:
+    """Writes ``history`` as the syncs write it: in edit-time order, one append per commit
+    (``commits`` > 1), or sorted by lead in one commit (``commits`` = 1)."""
+    if commits <= 1:
+        write_deltalake(uri, history, mode="overwrite", partition_by=["is_current"])
+        return
+    ordered = history.sort_by("valid_from")
+    size = -(-ordered.num_rows // commits)
+    for index, start in enumerate(range(0, ordered.num_rows, size)):
+        part = ordered.slice(start, size)
+        mode = "overwrite" if index == 0 else "append"
+        write_deltalake(uri, part, mode=mode, partition_by=["is_current"])
+
+
+def phase_movement(workdir: Path, rows: int, repeats: int, commits: int) -> list[dict]:
     from leads_pipeline.transform.movement import (
         compute_cohort_conversion,
         compute_status_durations,
@@ -380,7 +401,7 @@ def phase_movement(workdir: Path, rows: int, repeats: int) -> list[dict]:
     leads = leads_date_types(leads, like)
     history_uri = str(workdir / "movement" / HISTORY_TABLE)
     leads_uri = str(workdir / "movement" / LEADS_TABLE)
-    write_deltalake(history_uri, history, mode="overwrite", partition_by=["is_current"])
+    write_history(history_uri, history, commits)
     write_deltalake(leads_uri, leads, mode="overwrite")
     statuses = ordered_statuses(SAMPLE_SCHEMA["Statut"])
     now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -405,6 +426,7 @@ def phase_movement(workdir: Path, rows: int, repeats: int) -> list[dict]:
             "phase": "movement",
             "table": name,
             "history_rows": history.num_rows,
+            "history_commits": commits,
             "leads_rows": leads.num_rows,
             "seconds_best": round(best, 3),
             "seconds_median": round(median, 3),
@@ -456,7 +478,7 @@ def summary(lines: list[dict]) -> str:
         first = movement[0]
         out += [
             f"Movement tables from {first['history_rows']:,} history rows "
-            f"({first['leads_rows']:,} leads):",
+            f"({first['leads_rows']:,} leads, written in {first['history_commits']} commits):",
             "",
             "| table | best, s | median, s | target |",
             "| --- | --- | --- | --- |",
@@ -475,6 +497,13 @@ def main() -> None:
     parser.add_argument("--syncs", type=int, default=30)
     parser.add_argument("--history-rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--history-commits",
+        type=int,
+        default=40,
+        help="appends the generated history is written in, in edit-time order as syncs write "
+        "it (1: one commit sorted by lead)",
+    )
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.WARNING)
@@ -485,7 +514,7 @@ def main() -> None:
     if "syncs" in phases:
         lines += phase_syncs(workdir, args.leads, args.syncs)
     if "movement" in phases:
-        lines += phase_movement(workdir, args.history_rows, args.repeats)
+        lines += phase_movement(workdir, args.history_rows, args.repeats, args.history_commits)
     print()
     print(summary(lines))
 
