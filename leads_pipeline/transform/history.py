@@ -173,6 +173,8 @@ class HistoryOutcome:
     rows: int
     #: The versions added, for a preview.
     added: pa.Table = field(repr=False)
+    #: ``lead_history`` as loaded after the derivation (saves opening it again).
+    table: DeltaTable | None = field(default=None, repr=False, compare=False)
 
 
 def history_schema(leads_schema: pa.Schema) -> pa.Schema:
@@ -356,6 +358,7 @@ def _derive(
             lake, plan.history, current, added.cast(target), closing, evolves, commit_metadata
         )
     table = lake.load(HISTORY_TABLE)
+    lake.checkpoint_if_due(HISTORY_TABLE, table.version())
     counts = pc.value_counts(added["change"]).to_pylist() if added.num_rows else []
     return HistoryOutcome(
         mode=plan.mode,
@@ -371,6 +374,7 @@ def _derive(
         version=table.version(),
         rows=_row_count(table),
         added=added,
+        table=table,
     )
 
 
@@ -573,6 +577,7 @@ def _unchanged(
         version=history.version(),
         rows=_row_count(history),
         added=pa.schema(history.schema().to_arrow()).empty_table(),
+        table=history,
     )
 
 
@@ -988,18 +993,22 @@ def _rewrite_current(
     is_new_current = pc.fill_null(added[PARTITION_COLUMN], False)
     schema = added.schema
     replace = closing.num_rows > 0 or evolves
-    rows = {
-        True: [added.filter(is_new_current)],
-        False: [ended, added.filter(pc.invert(is_new_current))],
-    }
-    if replace:
-        rows[True].insert(0, current.filter(pc.invert(closed)))
+    new_current = _conform(added.filter(is_new_current), schema)
     files = _table_files(lake, history.table_uri)
-    actions = []
-    for value, parts in rows.items():
-        actions += _write_files(
-            files, pa.concat_tables([_conform(p, schema) for p in parts]), value
+    if replace:
+        # The rows still current are filtered by the writers, each its own slice, in parallel.
+        still = pa.chunked_array(
+            [*pc.invert(closed).chunks, pa.array([True] * new_current.num_rows, pa.bool_())],
+            pa.bool_(),
         )
+        rows = pa.concat_tables([_conform(current, schema), new_current])
+        actions = _write_files(files, rows, True, keep=still)
+    else:
+        actions = _write_files(files, new_current, True)
+    closed_rows = [ended, added.filter(pc.invert(is_new_current))]
+    actions += _write_files(
+        files, pa.concat_tables([_conform(p, schema) for p in closed_rows]), False
+    )
     history.create_write_transaction(
         actions,
         mode="overwrite" if replace else "append",
@@ -1029,38 +1038,57 @@ def _table_files(lake: DeltaLake, uri: str) -> pafs.FileSystem:
     return pafs.PyFileSystem(DeltaStorageHandler(uri, lake.storage_options))
 
 
-def _write_files(files: pafs.FileSystem, rows: pa.Table, value: bool) -> list[AddAction]:
-    """Writes ``rows`` into the ``is_current = value`` partition, as several files in parallel.
+def _write_files(
+    files: pafs.FileSystem, rows: pa.Table, value: bool, keep: pa.ChunkedArray | None = None
+) -> list[AddAction]:
+    """Writes ``rows`` (those where ``keep`` is true, if given) into the ``is_current = value``
+    partition, as several files in parallel.
 
     Encoding Parquet is the main cost of a derivation: large partitions are split over the cores
-    (at least a row group per file, at most :data:`_ROWS_PER_FILE` rows).
+    (at least a row group per file, at most :data:`_ROWS_PER_FILE` rows), each writer filtering
+    its own slice.
     """
     if rows.num_rows == 0:
         return []
     workers = max(1, min(os.cpu_count() or 1, _WRITERS))
     size = min(_ROWS_PER_FILE, max(_ROW_GROUP_ROWS, -(-rows.num_rows // workers)))
-    slices = [rows.slice(start, size) for start in range(0, rows.num_rows, size)]
-    if len(slices) == 1:
-        return [_write_file(files, slices[0], value)]
-    with ThreadPoolExecutor(min(workers, len(slices))) as pool:
-        return list(pool.map(lambda part: _write_file(files, part, value), slices))
+    starts = range(0, rows.num_rows, size)
+
+    def write(start: int) -> AddAction | None:
+        part = rows.slice(start, size)
+        if keep is not None:
+            part = part.filter(keep.slice(start, size))
+        return _write_file(files, part, value) if part.num_rows else None
+
+    if len(starts) == 1:
+        written = [write(0)]
+    else:
+        with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+            written = list(pool.map(write, starts))
+    return [action for action in written if action is not None]
+
+
+#: Parquet codec per partition. The current versions are rewritten by every sync that closes a
+#: version, and their superseded files are vacuumed: the fastest codec. Closed versions are
+#: written once and kept: zstd at its fastest level (a third smaller).
+_CODECS = {True: ("lz4", None), False: ("zstd", 1)}
 
 
 def _write_file(files: pafs.FileSystem, rows: pa.Table, value: bool) -> AddAction:
     """Writes ``rows`` as one Parquet file of the ``is_current = value`` partition."""
     text = "true" if value else "false"
+    codec, level = _CODECS[value]
     directory = f"{PARTITION_COLUMN}={text}"
-    path = f"{directory}/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+    path = f"{directory}/part-00000-{uuid.uuid4()}-c000.{codec}.parquet"
     files.create_dir(directory, recursive=True)  # a no-op on object stores
     data = rows.drop_columns([PARTITION_COLUMN])  # partition values live in the Delta log
     with files.open_output_stream(path) as sink:
-        # Without dictionaries (most columns are unique per lead) and at zstd's fastest level:
-        # writing is the main cost of a derivation.
+        # Without dictionaries: most columns are unique per lead.
         pq.write_table(
             data,
             sink,
-            compression="zstd",
-            compression_level=1,
+            compression=codec,
+            compression_level=level,
             use_dictionary=False,
             row_group_size=_ROW_GROUP_ROWS,
         )

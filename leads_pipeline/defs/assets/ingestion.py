@@ -307,7 +307,7 @@ def lead_history(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
         for c in ("id", "version", "change", "valid_from", "statut", "changed_columns")
         if c in outcome.added.column_names
     ]
-    history = store.load(HISTORY_TABLE)
+    history = outcome.table or store.load(HISTORY_TABLE)
     descriptions = history_descriptions()
     return dg.MaterializeResult(
         metadata={
