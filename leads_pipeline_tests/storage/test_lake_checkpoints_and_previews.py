@@ -1,4 +1,5 @@
-"""Tables are checkpointed every ``CHECKPOINT_EVERY`` commits, without a commit of their own."""
+"""Tables are checkpointed every ``CHECKPOINT_EVERY`` commits (no commit of their own), and a
+preview reads only the first rows it shows."""
 
 from __future__ import annotations
 
@@ -38,3 +39,29 @@ def test_every_tenth_commit_writes_a_checkpoint_and_the_rows_stay_the_same(lake_
         )
         == expected
     )
+
+
+def test_first_rows_reads_a_few_rows_across_files_and_fills_columns_a_file_lacks(lake_uri):
+    from deltalake import write_deltalake
+
+    from leads_pipeline.storage.lake import first_rows
+
+    uri = f"{lake_uri}/p"
+    write_deltalake(uri, pa.table({"id": ["a", "b"], "wide": ["x" * 50, "y" * 50]}))
+    write_deltalake(
+        uri,
+        pa.table({"id": ["c", "d"], "wide": ["z", "w"], "added": [1, 2]}),
+        mode="append",
+        schema_mode="merge",
+    )
+    table = DeltaTable(uri)
+
+    three = first_rows(table, 3, exclude=["wide"])
+    assert three.column_names == ["id", "added"]
+    rows = {r["id"]: r["added"] for r in three.to_pylist()}
+    assert len(rows) == 3 and set(rows) <= {"a", "b", "c", "d"}
+    # A row of the first file has no "added": NULL; one of the second has its value.
+    assert all(rows[i] is None for i in rows if i in "ab")
+    assert all(rows[i] == {"c": 1, "d": 2}[i] for i in rows if i in "cd")
+    assert first_rows(table, 10).num_rows == 4
+    assert first_rows(table, 0).num_rows == 0
