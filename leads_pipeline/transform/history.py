@@ -69,6 +69,7 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 from leads_pipeline.storage.duck import scratch_connection
 from leads_pipeline.storage.lake import (
     METADATA_PREFIX,
+    ROW_KEEPING_OPERATIONS,
     DeltaLake,
     key_in,
     newest_per_key,
@@ -103,20 +104,7 @@ _ID = pa.field("id", pa.string(), nullable=False)
 #: Delta operations that change no row: a ``leads`` version made by one is not replayed. (A
 #: ``CREATE TABLE`` creates an empty table; the first load is the next commit. Replayed onto an
 #: existing history, the empty table would read as every lead deleted.)
-_NO_DATA_OPERATIONS = frozenset(
-    {
-        "CREATE TABLE",
-        "OPTIMIZE",
-        "VACUUM START",
-        "VACUUM END",
-        "SET TBLPROPERTIES",
-        "UPGRADE PROTOCOL",
-        "ADD CONSTRAINT",
-        "DROP CONSTRAINT",
-        "ADD FEATURE",
-        "UPDATE TABLE METADATA",
-    }
-)
+_NO_DATA_OPERATIONS = ROW_KEEPING_OPERATIONS | {"CREATE TABLE"}
 
 _ACTION = "_action"
 _CLOSE, _INSERT = "close", "insert"

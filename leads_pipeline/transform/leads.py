@@ -38,6 +38,7 @@ from leads_pipeline.storage.lake import (
     DELETE,
     METADATA_PREFIX,
     NEWEST_ORDER,
+    ROW_KEEPING_OPERATIONS,
     UPSERT,
     ConcurrentFirstLoadError,
     DeltaLake,
@@ -55,20 +56,6 @@ MAP_KEY = "property_map"
 #: Key of a ``leads`` commit: the version of ``lead_quality_issues`` its derivation found already
 #: right (so wrote nothing to, not even a mark): derived through the same raw version as the commit.
 ISSUES_VERSION_KEY = "issues_version"
-#: Delta operations that change no row of a table (compaction, vacuum, table properties).
-_KEEPS_ROWS = frozenset(
-    {
-        "OPTIMIZE",
-        "VACUUM START",
-        "VACUUM END",
-        "SET TBLPROPERTIES",
-        "UPGRADE PROTOCOL",
-        "ADD CONSTRAINT",
-        "DROP CONSTRAINT",
-        "ADD FEATURE",
-        "UPDATE TABLE METADATA",
-    }
-)
 #: How many recent commits of a table are searched for its mark.
 _MARK_SEARCH = 200
 
@@ -150,7 +137,7 @@ def _rows_unchanged_since(table: DeltaTable, history: list[dict], version: int) 
     if version > table.version() or version < table.version() - len(history):
         return False
     later = [c for c in history if c["version"] > version]
-    return all(c.get("operation") in _KEEPS_ROWS for c in later)
+    return all(c.get("operation") in ROW_KEEPING_OPERATIONS for c in later)
 
 
 @dataclass(frozen=True)
