@@ -27,6 +27,7 @@ from leads_pipeline.defs.pools import LAKE_POOL
 from leads_pipeline.defs.resources import LakeResource, PropertyMapResource
 from leads_pipeline.sources.base import LeadsSource
 from leads_pipeline.sources.raw_sync import RawSyncOutcome, sync_raw
+from leads_pipeline.storage.lake import first_rows
 from leads_pipeline.tables import HISTORY_TABLE, ISSUES_TABLE, LEADS_TABLE, RAW_TABLE
 from leads_pipeline.transform.history import (
     ExaminedThrough,
@@ -196,12 +197,7 @@ def leads_and_quality_issues(
     if enable_leads_change_feed(store):
         context.log.info("Turned on the change data feed of leads (read by lead_history).")
     leads_table = store.load(LEADS_TABLE)
-    # Without read-ahead, head() decodes whole row groups of several files for 10 rows.
-    preview = (
-        leads_table.to_pyarrow_dataset()
-        .head(10, batch_size=10, batch_readahead=0, fragment_readahead=0)
-        .drop_columns(["extra_properties"])
-    )
+    preview = first_rows(leads_table, 10, exclude=["extra_properties"])
     issues_table = store.load(ISSUES_TABLE)
     yield dg.MaterializeResult(
         asset_key=LEADS_TABLE,
