@@ -75,7 +75,7 @@ def test_the_definitions_hand_their_settings_to_the_checks_and_the_freshness_pol
         for check in defs.asset_checks
         if QUALITY_SHARE_CHECK in {key.name for key in check.check_keys}
     ]
-    result = check(lake=lake)
+    result = check(dg.build_asset_check_context(), lake=lake)
     assert result.passed, result.description  # 2 of 10 leads: 20 % ≤ 25 %
     assert result.metadata["threshold_percent"].value == 25.0
     monkeypatch.delenv("LEADS_QUALITY_ISSUES_MAX_SHARE")
