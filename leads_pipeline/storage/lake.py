@@ -124,7 +124,7 @@ def lake_storage_options(root: str, options: Mapping[str, str] | None) -> dict[s
     return merged or None
 
 
-def _commit_properties(
+def commit_properties(
     metadata: Mapping[str, str] | None, *, retry: bool = True
 ) -> CommitProperties:
     """Commit properties carrying ``metadata``; ``retry=False`` commits only on the version read.
@@ -319,7 +319,7 @@ class DeltaLake:
                 configuration=dict(configuration) if configuration else None,
                 storage_options=self.storage_options,
                 # Without retry: delta-rs would otherwise commit a second creation on version 1.
-                commit_properties=_commit_properties(metadata, retry=False),
+                commit_properties=commit_properties(metadata, retry=False),
             )
         except DeltaError:  # a CommitFailedError when the other writer's creation came first
             if self.load(name) is None:
@@ -433,7 +433,7 @@ class DeltaLake:
                 source_alias="s",
                 target_alias="t",
                 merge_schema=True,
-                commit_properties=_commit_properties(metadata),
+                commit_properties=commit_properties(metadata),
             )
             if delete_updates:
                 merger = merger.when_matched_update(
@@ -560,7 +560,7 @@ class DeltaLake:
             mode="append",
             writer_properties=WRITER_PROPERTIES,
             target_file_size=TARGET_FILE_SIZE,
-            commit_properties=_commit_properties(metadata, retry=False),
+            commit_properties=commit_properties(metadata, retry=False),
         )
 
     def _merge_newest(
@@ -582,7 +582,7 @@ class DeltaLake:
                 target_alias="t",
                 merge_schema=True,
                 writer_properties=WRITER_PROPERTIES,
-                commit_properties=_commit_properties(metadata),
+                commit_properties=commit_properties(metadata),
             )
             if order_by:
                 # Newer, and not only by a tie-breaker: a copy that differs from the stored one
@@ -665,7 +665,7 @@ class DeltaLake:
                     source_alias="s",
                     target_alias="t",
                     writer_properties=WRITER_PROPERTIES,
-                    commit_properties=_commit_properties(metadata),
+                    commit_properties=commit_properties(metadata),
                 )
                 .when_matched_delete()
                 .when_not_matched_insert_all(
@@ -711,7 +711,7 @@ class DeltaLake:
                     rows,
                     mode="overwrite",
                     schema_mode="overwrite",
-                    commit_properties=_commit_properties(metadata, retry=False),
+                    commit_properties=commit_properties(metadata, retry=False),
                 )
             return WriteOutcome(
                 inserted=rows.num_rows,
@@ -751,7 +751,7 @@ class DeltaLake:
                 rows,
                 mode="error",
                 storage_options=self.storage_options,
-                commit_properties=_commit_properties(metadata, retry=False),
+                commit_properties=commit_properties(metadata, retry=False),
             )
         except CommitFailedError:
             raise

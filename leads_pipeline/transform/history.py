@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, Schema
+from deltalake import DeltaTable, Schema
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction, create_table_with_add_actions
@@ -71,6 +71,7 @@ from leads_pipeline.storage.lake import (
     METADATA_PREFIX,
     ROW_KEEPING_OPERATIONS,
     DeltaLake,
+    commit_properties,
     key_in,
     newest_per_key,
 )
@@ -510,9 +511,8 @@ def enable_leads_change_feed(lake: DeltaLake) -> bool:
             leads.alter.set_table_properties(
                 {CHANGE_FEED_PROPERTY: "true"},
                 raise_if_not_exists=False,
-                commit_properties=CommitProperties(
-                    custom_metadata={f"{METADATA_PREFIX}operation": "enable change data feed"},
-                    max_commit_retries=0,
+                commit_properties=commit_properties(
+                    {"operation": "enable change data feed"}, retry=False
                 ),
             )
             return True
@@ -900,14 +900,6 @@ def _combine(
 # -- writing --------------------------------------------------------------------------------------
 
 
-def _commit_properties(metadata: Mapping[str, str]) -> CommitProperties:
-    """Commits only on the version read: a concurrent writer's commit makes this one fail."""
-    return CommitProperties(
-        custom_metadata={METADATA_PREFIX + k: str(v) for k, v in metadata.items()},
-        max_commit_retries=0,
-    )
-
-
 def _create(lake: DeltaLake, rows: pa.Table, metadata: Mapping[str, str]) -> None:
     """Creates ``lead_history`` holding ``rows`` (the backfill), partitioned by ``is_current``.
 
@@ -929,7 +921,7 @@ def _create(lake: DeltaLake, rows: pa.Table, metadata: Mapping[str, str]) -> Non
             mode="error",
             partition_by=[PARTITION_COLUMN],
             storage_options=lake.storage_options,
-            commit_properties=_commit_properties(metadata),
+            commit_properties=commit_properties(metadata, retry=False),
         )
     except CommitFailedError:
         raise
@@ -1003,7 +995,7 @@ def _rewrite_current(
         schema=schema if replace else history.schema(),
         partition_by=[PARTITION_COLUMN],
         partition_filters=[(PARTITION_COLUMN, "=", "true")] if replace else None,
-        commit_properties=_commit_properties(metadata),
+        commit_properties=commit_properties(metadata, retry=False),
     )
 
 
