@@ -159,6 +159,8 @@ class Warehouse:
         Args:
             tables: The tables to create or replace, keyed by qualified name.
             lineage: Per table, a string naming what it was computed from (see :meth:`lineage`).
+                A table of ``tables`` without one loses the lineage it had: its new rows were
+                computed from something unknown.
             charts: Per table with a lineage, a rendered chart of its rows (see :meth:`chart`).
         """
         with self._writer_lock():
@@ -178,6 +180,14 @@ class Warehouse:
                         con.register("incoming", data)
                         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM incoming")
                         con.unregister("incoming")
+                    unvouched = [name for name in tables if name not in (lineage or {})]
+                    if unvouched and self._has_lineage_table(con):
+                        # Rows replaced without a lineage were computed from something unknown.
+                        con.execute(
+                            f"DELETE FROM {LINEAGE_TABLE} WHERE table_name IN "
+                            f"({', '.join('?' for _ in unvouched)})",
+                            unvouched,
+                        )
                     for name, origin in (lineage or {}).items():
                         con.execute(
                             f"CREATE TABLE IF NOT EXISTS {LINEAGE_TABLE} "
@@ -270,6 +280,16 @@ class Warehouse:
     def chart(self, table: str) -> bytes | None:
         """The chart published with ``table`` (e.g. a PNG), drawn from its current rows; or None."""
         return self._lineage_row(table, "chart")
+
+    @staticmethod
+    def _has_lineage_table(con: duckdb.DuckDBPyConnection) -> bool:
+        schema, name = LINEAGE_TABLE.split(".")
+        found = con.execute(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        ).fetchone()
+        return bool(found and found[0])
 
     def _lineage_row(self, table: str, column: str):
         if not self.path.exists():

@@ -221,3 +221,19 @@ def test_published_from_reuses_rows_only_for_the_same_origin(tmp_path):
         2,
     ]
     assert warehouse.published_from("analytics.t", "leads@2") is None
+
+
+def test_rows_published_without_a_lineage_lose_the_old_one(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    rows = pa.table({"x": pa.array([1], pa.int64())})
+    other = pa.table({"y": pa.array([7], pa.int64())})
+    warehouse.publish(
+        {"analytics.t": rows, "analytics.u": other},
+        lineage={"analytics.t": "leads@1", "analytics.u": "leads@1"},
+    )
+    replaced = pa.table({"x": pa.array([5], pa.int64())})
+    warehouse.publish({"analytics.t": replaced})  # computed from something unknown
+    assert warehouse.lineage("analytics.t") is None
+    assert warehouse.published_from("analytics.t", "leads@1") is None
+    assert warehouse.read_table("analytics.t").equals(replaced)
+    assert warehouse.lineage("analytics.u") == "leads@1"  # untouched tables keep theirs
