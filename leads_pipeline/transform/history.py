@@ -53,9 +53,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -312,7 +313,7 @@ def _derive(
         current = (
             columns.schema().empty_table()
             if plan.history is None
-            else _current_versions(plan.history)
+            else _current_versions(lake, plan.history)
         )
         events = _events_from_snapshots(lake, leads, pending, columns, columns.values(current))
     deletions = [
@@ -326,7 +327,7 @@ def _derive(
     if events.steps:
         all_events = pa.concat_tables([columns.values(e, keep=_EVENT_FIELDS) for e in events.steps])
         if current is None:
-            current = _current_for(plan.history, all_events, evolves)
+            current = _current_for(lake, plan.history, all_events, evolves)
         base = _base_versions(plan.history, current, all_events, columns)
         added, closing = _combine(all_events, base, _concat(deletions, _DELETIONS_SCHEMA), columns)
     else:
@@ -346,7 +347,11 @@ def _derive(
         _rewrite_current(
             lake, plan.history, current, added.cast(target), closing, evolves, commit_metadata
         )
-    table = lake.load(HISTORY_TABLE)
+    if plan.history is None:
+        table = lake.load(HISTORY_TABLE)
+    else:
+        table = plan.history
+        table.update_incremental()  # onto the commit just made (cheaper than a new load)
     lake.checkpoint_if_due(HISTORY_TABLE, table.version())
     counts = pc.value_counts(added["change"]).to_pylist() if added.num_rows else []
     return HistoryOutcome(
@@ -523,7 +528,9 @@ def enable_leads_change_feed(lake: DeltaLake) -> bool:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _current_for(history: DeltaTable | None, events: pa.Table, evolves: bool) -> pa.Table:
+def _current_for(
+    lake: DeltaLake, history: DeltaTable | None, events: pa.Table, evolves: bool
+) -> pa.Table:
     """The current versions needed to apply ``events`` read from the feed.
 
     When every event is a lead appearing (and no column is added), none of them should have a
@@ -540,7 +547,7 @@ def _current_for(history: DeltaTable | None, events: pa.Table, evolves: bool) ->
         )
         if found.num_rows == 0:
             return pa.schema(history.schema().to_arrow()).empty_table()
-    return _current_versions(history)
+    return _current_versions(lake, history)
 
 
 def _unchanged(
@@ -638,10 +645,26 @@ class _ValueColumns:
         return pa.Table.from_arrays(arrays, schema=pa.schema(f.with_nullable(True) for f in fields))
 
 
-def _current_versions(history: DeltaTable) -> pa.Table:
-    """Every current version (only the files of the ``is_current=true`` partition are read)."""
-    dataset = history.to_pyarrow_dataset()
-    return dataset.to_table(filter=ds.field(PARTITION_COLUMN) == True)  # noqa: E712
+def _current_versions(lake: DeltaLake, history: DeltaTable) -> pa.Table:
+    """Every current version: the files of the ``is_current=true`` partition, read directly.
+
+    Read on every sync that closes a version, so not through ``to_pyarrow_dataset``, which
+    builds an expression from every file's statistics first (about a third of the read).
+    """
+    schema = pa.schema(history.schema().to_arrow())
+    actions = pa.table(history.get_add_actions(flatten=True))
+    current = actions.filter(pc.fill_null(actions[f"partition.{PARTITION_COLUMN}"], False))
+    paths = [unquote(p) for p in current["path"].to_pylist()]
+    if any("://" in p or p.startswith("/") for p in paths):  # absolute paths: let delta-rs resolve
+        dataset = history.to_pyarrow_dataset()
+        return dataset.to_table(filter=ds.field(PARTITION_COLUMN) == True)  # noqa: E712
+    stored = pa.schema(f for f in schema if f.name != PARTITION_COLUMN)
+    files = _table_files(lake, history.table_uri)
+    rows = ds.dataset(paths, schema=stored, format="parquet", filesystem=files).to_table()
+    flags = pa.array([True] * rows.num_rows, pa.bool_())
+    return rows.add_column(
+        schema.get_field_index(PARTITION_COLUMN), schema.field(PARTITION_COLUMN), flags
+    )
 
 
 def _read_leads_version(lake: DeltaLake, leads: DeltaTable, version: int) -> pa.Table | None:
@@ -792,22 +815,14 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _column_list(columns: Sequence[str], condition: str) -> str:
-    """SQL for the list of ``columns`` whose ``condition`` holds (``{c}``: the column, ``{p}``: its
-    previous value), in order."""
-    if not columns:
-        return "[]::VARCHAR[]"
-    items = ", ".join(
-        f"CASE WHEN {condition.format(c=_ident(c), p=_ident('_prev_' + c))} THEN {_literal(c)} END"
-        for c in columns
-    )
-    return f"list_filter([{items}]::VARCHAR[], lambda x: x IS NOT NULL)"
-
-
 def _combine(
     events: pa.Table, base: pa.Table, deletions: pa.Table, columns: _ValueColumns
 ) -> tuple[pa.Table, pa.Table]:
     """Numbers the events of every lead after its stored versions, and links them into a chain.
+
+    Each lead's chain is its stored latest version (if any), then its events by step. The chain
+    is walked over narrow NumPy arrays (ids, steps, times, positions); the values are then taken
+    by position and compared column by column in Arrow.
 
     Args:
         events: Every lead's events, all steps (``step`` = the ``leads`` version).
@@ -820,81 +835,222 @@ def _combine(
         ``valid_to``).
     """
     names = columns.names
-    values = ", ".join(_ident(c) for c in names)
-    event_values = ", ".join(f"e.{_ident(c)}" for c in names)
-    x_values = ", ".join(f"x.{_ident(c)}" for c in names)
-    previous = ", ".join(f"p.{_ident(c)} AS {_ident('_prev_' + c)}" for c in names)
-    with_values = _column_list(columns.compared, "{c} IS NOT NULL")
-    differing = _column_list(columns.compared, "{c} IS DISTINCT FROM {p}")
-    # One window numbers each lead's chain (its stored latest version, then its events); its
-    # neighbours are joined by position rather than read through one lag() per column.
-    chain_sql = f"""
-        CREATE TEMP TABLE chain AS
-        WITH c AS (
-            SELECT id, -1::BIGINT AS step, 'base' AS kind, version AS base_version,
-                   is_current AS base_current, change AS base_change, valid_from AS t,
-                   NULL::TIMESTAMPTZ AS synced_at, {values}
-            FROM base
-            UNION ALL
-            SELECT e.id, e.step, e.kind, NULL, NULL, NULL,
-                   coalesce(CASE WHEN e.kind = 'gone' THEN d.deleted_at ELSE e.event_time END,
-                            e.synced_at),
-                   e.synced_at, {event_values}
-            FROM events e LEFT JOIN deletions d ON d.id = e.id AND d.step = e.step
-        )
-        SELECT *,
-               row_number() OVER w AS rn,
-               sum(CASE WHEN kind = 'base' THEN 0 ELSE 1 END) OVER w AS events_so_far,
-               max(t) OVER w AS vf
-        FROM c
-        WINDOW w AS (PARTITION BY id ORDER BY step ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-    """
-    linked_sql = f"""
-        CREATE TEMP TABLE linked AS
-        SELECT x.id, x.kind, x.base_version, x.base_current, x.vf, x.synced_at, {x_values},
-               coalesce(b.base_version, 0) + x.events_so_far AS version,
-               nx.id IS NULL AS is_last, nx.vf AS next_vf,
-               p.kind AS prev_kind,
-               coalesce(p.kind = 'gone' OR (p.kind = 'base' AND p.base_change = '{DELETED}'),
-                        FALSE) AS after_tombstone,
-               {previous}
-        FROM chain x
-        LEFT JOIN chain b ON b.id = x.id AND b.kind = 'base'
-        LEFT JOIN chain p ON p.id = x.id AND p.rn = x.rn - 1
-        LEFT JOIN chain nx ON nx.id = x.id AND nx.rn = x.rn + 1
-    """
-    added_sql = f"""
-        SELECT id, version::BIGINT AS version, vf AS valid_from,
-               CASE WHEN kind = 'gone' THEN vf ELSE next_vf END AS valid_to,
-               is_last AND kind <> 'gone' AS is_current,
-               CASE WHEN kind = 'gone' THEN '{DELETED}'
-                    WHEN prev_kind IS NULL THEN '{CREATED}'
-                    WHEN after_tombstone THEN '{RESTORED}'
-                    ELSE '{UPDATED}' END AS change,
-               CASE WHEN kind = 'gone' THEN []::VARCHAR[]
-                    WHEN prev_kind IS NULL THEN {with_values}
-                    ELSE {differing} END AS changed_columns,
-               {values}, synced_at
-        FROM linked WHERE kind <> 'base'
-        ORDER BY id, version
-    """
-    closing_sql = """
-        SELECT id, base_version::BIGINT AS version, next_vf AS valid_to
-        FROM linked WHERE kind = 'base' AND base_current AND NOT is_last
-    """
-    con = scratch_connection()
-    try:
-        con.register("events", events)
-        con.register("base", base)
-        con.register("deletions", deletions)
-        con.execute(chain_sql)
-        con.execute(linked_sql)
-        added = con.sql(added_sql).to_arrow_table()
-        closing = con.sql(closing_sql).to_arrow_table()
-    finally:
-        con.close()
+    values = pa.concat_tables([base.select(["id", *names]), events.select(["id", *names])])
+    chain = _Chain(base, events, _event_times(events, deletions))
+    added_at = chain.positions(~chain.is_base)
+    rows = values.take(pa.array(chain.order[added_at]))
+    has_previous = added_at > chain.start[added_at]
+    previous = values.take(pa.array(chain.order[added_at - 1], mask=~has_previous))
+    kinds = chain.kind[added_at]
+    gone = kinds == _GONE
+    previous_kind = np.where(has_previous, chain.kind[np.maximum(added_at - 1, 0)], "")
+    after_tombstone = (previous_kind == _GONE) | (
+        (previous_kind == _BASE) & chain.base_deleted[np.maximum(added_at - 1, 0)]
+    )
+    change = np.select(
+        [gone, ~has_previous, after_tombstone], [DELETED, CREATED, RESTORED], UPDATED
+    )
+    valid_from = chain.valid_from[added_at]
+    added = {
+        "id": rows["id"],
+        "version": pa.array(chain.version[added_at], pa.int64()),
+        "valid_from": _timestamps(valid_from),
+        "valid_to": _timestamps(np.where(gone, valid_from, chain.next_valid_from[added_at])),
+        PARTITION_COLUMN: pa.array(chain.is_last[added_at] & ~gone),
+        "change": pa.array(change, pa.string()),
+        "changed_columns": _changed_columns(rows, previous, columns.compared, ~has_previous, gone),
+        **{name: rows[name] for name in names},
+        HISTORY_SYNCED_AT.name: events[HISTORY_SYNCED_AT.name].take(
+            pa.array(chain.order[added_at] - base.num_rows)
+        ),
+    }
     target = columns.schema()
-    return added.select(target.names).cast(target), closing.cast(_closing_schema())
+    table = pa.table({name: added[name] for name in target.names})
+
+    closes = chain.positions(chain.is_base & chain.base_current & ~chain.is_last)
+    closing = pa.table(
+        {
+            "id": values["id"].take(pa.array(chain.order[closes])),
+            "version": pa.array(chain.stored_version[closes], pa.int64()),
+            "valid_to": _timestamps(chain.next_valid_from[closes]),
+        }
+    )
+    return table.cast(target), closing.cast(_closing_schema())
+
+
+_BASE, _GONE = "base", "gone"
+#: NULL times in the chain's int64 microseconds (below any real time: ``max`` ignores them).
+_NO_TIME = np.iinfo(np.int64).min
+
+
+class _Chain:
+    """Every lead's chain, sorted by lead then step: its stored version, then its events.
+
+    Arrays are in chain order; ``order`` maps back to positions in ``base`` then ``events``.
+    """
+
+    def __init__(self, base: pa.Table, events: pa.Table, event_times: np.ndarray):
+        ids = pa.concat_arrays([c.combine_chunks() for c in (base["id"], events["id"])]).cast(
+            pa.string()
+        )
+        steps = np.concatenate(
+            [np.full(base.num_rows, -1, np.int64), _numpy(events["step"], np.int64)]
+        )
+        self.order = np.asarray(
+            pc.sort_indices(
+                pa.table({"id": ids, "step": steps}),
+                sort_keys=[("id", "ascending"), ("step", "ascending")],
+            ),
+            dtype=np.int64,
+        )
+        size = len(self.order)
+        sorted_ids = ids.take(pa.array(self.order))
+        new_lead = np.ones(size, bool)
+        if size > 1:
+            new_lead[1:] = _numpy(pc.not_equal(sorted_ids[1:], sorted_ids[:-1]), bool)
+        position = np.arange(size)
+        self.start = np.maximum.accumulate(np.where(new_lead, position, 0))
+        ends = np.ones(size, bool)
+        ends[:-1] = new_lead[1:]
+        self.is_last = ends
+
+        kind = np.concatenate(
+            [np.full(base.num_rows, _BASE, object), _numpy(events["kind"], object)]
+        )
+        self.kind = kind[self.order]
+        self.is_base = self.kind == _BASE
+        stored = np.concatenate(
+            [_numpy(base["version"], np.int64), np.zeros(events.num_rows, np.int64)]
+        )[self.order]
+        self.base_current = np.concatenate(
+            [
+                _numpy(pc.fill_null(base[PARTITION_COLUMN], False), bool),
+                np.zeros(events.num_rows, bool),
+            ]
+        )[self.order]
+        self.base_deleted = np.concatenate(
+            [
+                _numpy(pc.fill_null(pc.equal(base["change"], DELETED), False), bool),
+                np.zeros(events.num_rows, bool),
+            ]
+        )[self.order]
+        # A lead's stored version heads its chain (step -1); the events are numbered after it.
+        self.stored_version = np.where(self.is_base[self.start], stored[self.start], 0)
+        counted = np.cumsum(~self.is_base)
+        before = counted[self.start] - (~self.is_base[self.start])
+        self.version = self.stored_version + counted - before
+
+        times = np.concatenate([_micros(base["valid_from"]), event_times])[self.order]
+        self.valid_from = _running_max(times, self.start)
+        self.next_valid_from = np.full(size, _NO_TIME, np.int64)
+        self.next_valid_from[:-1] = np.where(ends[:-1], _NO_TIME, self.valid_from[1:])
+
+    @staticmethod
+    def positions(mask: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(mask)
+
+
+def _event_times(events: pa.Table, deletions: pa.Table) -> np.ndarray:
+    """Each event's time (µs): a ``gone`` one's deletion time, else its edit time; when unknown,
+    when it was observed."""
+    edited = _micros(events["event_time"])
+    if deletions.num_rows:
+        keys = pc.binary_join_element_wise(events["id"], events["step"].cast(pa.string()), "\x00")
+        deletion_keys = pc.binary_join_element_wise(
+            deletions["id"], deletions["step"].cast(pa.string()), "\x00"
+        )
+        found = pc.index_in(keys, deletion_keys)
+        deleted = _micros(deletions["deleted_at"].take(found))
+        gone = _numpy(events["kind"], object) == _GONE
+        edited = np.where(gone, deleted, edited)
+    elif events.num_rows:
+        edited = np.where(_numpy(events["kind"], object) == _GONE, _NO_TIME, edited)
+    observed = _micros(events[HISTORY_SYNCED_AT.name])
+    return np.where(edited == _NO_TIME, observed, edited)
+
+
+def _running_max(values: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """The maximum of ``values`` from each row's group ``start`` to the row (a prefix scan)."""
+    result = values.copy()
+    position = np.arange(len(values))
+    step = 1
+    while step < len(values):
+        source = position - step
+        inside = source >= start
+        if not inside.any():
+            break
+        shifted = result.copy()
+        shifted[inside] = np.maximum(result[inside], result[source[inside]])
+        result = shifted
+        step *= 2
+    return result
+
+
+def _numpy(column: pa.ChunkedArray | pa.Array, dtype) -> np.ndarray:
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _micros(column: pa.ChunkedArray) -> np.ndarray:
+    """A timestamp column as int64 microseconds (UTC), NULL as :data:`_NO_TIME`."""
+    as_us = column.cast(_TS).cast(pa.int64())
+    return _numpy(pc.fill_null(as_us, _NO_TIME), np.int64)
+
+
+def _timestamps(micros: np.ndarray) -> pa.Array:
+    return pa.array(micros, pa.int64(), mask=micros == _NO_TIME).cast(_TS)
+
+
+def _changed_columns(
+    rows: pa.Table,
+    previous: pa.Table,
+    compared: Sequence[str],
+    first: np.ndarray,
+    gone: np.ndarray,
+) -> pa.Array:
+    """Per row, the ``compared`` columns that make it a new version, in order.
+
+    A first version lists the columns holding a value, a tombstone none, any other version the
+    columns whose value is distinct from the previous version's (NULL and a value differ, two
+    NULLs do not).
+    """
+    masks = np.zeros((rows.num_rows, len(compared)), dtype=bool)
+    for position, name in enumerate(compared):
+        holds = rows[name].is_valid().to_numpy(zero_copy_only=False)
+        differs = _distinct(rows[name], previous[name])
+        masks[:, position] = np.where(first, holds, differs) & ~gone
+    counts = masks.sum(axis=1)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    _, which = np.nonzero(masks)  # row-major: each row's columns in order
+    names = pa.array(list(compared), pa.string()).take(pa.array(which, pa.int64()))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), names)
+
+
+def _distinct(left: pa.ChunkedArray, right: pa.ChunkedArray) -> np.ndarray:
+    """``left IS DISTINCT FROM right``, row by row, as NumPy booleans."""
+    try:
+        unequal = pc.not_equal(left, right)
+    except pa.ArrowNotImplementedError:  # nested values: DuckDB compares them
+        con = scratch_connection()
+        try:
+            pair = pa.table({"l": left, "r": right})
+            con.register("pair", pair)
+            return (
+                con.sql("SELECT l IS DISTINCT FROM r AS d FROM pair")
+                .to_arrow_table()["d"]
+                .to_numpy(zero_copy_only=False)
+                .astype(bool)
+            )
+        finally:
+            con.close()
+    if pa.types.is_floating(left.type):  # NaN is not distinct from NaN, as in SQL
+        both_nan = pc.and_(pc.is_nan(left), pc.is_nan(right))
+        unequal = pc.and_(unequal, pc.invert(pc.fill_null(both_nan, False)))
+    one_null = pc.xor(pc.is_null(left), pc.is_null(right))
+    return (
+        pc.fill_null(pc.if_else(pc.is_null(unequal), one_null, unequal), False)
+        .to_numpy(zero_copy_only=False)
+        .astype(bool)
+    )
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -1031,7 +1187,9 @@ def _write_files(
     if rows.num_rows == 0:
         return []
     workers = max(1, min(os.cpu_count() or 1, _WRITERS))
-    size = min(_ROWS_PER_FILE, max(_ROW_GROUP_ROWS, -(-rows.num_rows // workers)))
+    # An equal share per writer (small tables: one file of at least a row group).
+    share = -(-rows.num_rows // workers)
+    size = min(_ROWS_PER_FILE, share if rows.num_rows > _ROW_GROUP_ROWS else _ROW_GROUP_ROWS)
     starts = range(0, rows.num_rows, size)
 
     def write(start: int) -> AddAction | None:
@@ -1054,6 +1212,23 @@ def _write_files(
 _CODECS = {True: ("lz4", None), False: ("zstd", 1)}
 
 
+def _statistics(schema: pa.Schema, value: bool) -> bool | list[str]:
+    """The columns whose Parquet statistics a file of the ``is_current = value`` partition keeps.
+
+    Closed versions keep them all. The current versions, rewritten by most syncs, keep them for
+    ``id`` and the columns that are not text or lists: statistics of long strings and of
+    ``changed_columns`` cost a fifth of the encoding, and nobody prunes on them.
+    """
+    if not value:
+        return True
+    kept = [
+        f.name
+        for f in schema
+        if f.name == "id" or not (pa.types.is_string(f.type) or pa.types.is_list(f.type))
+    ]
+    return kept or False
+
+
 def _write_file(files: pafs.FileSystem, rows: pa.Table, value: bool) -> AddAction:
     """Writes ``rows`` as one Parquet file of the ``is_current = value`` partition."""
     text = "true" if value else "false"
@@ -1070,6 +1245,7 @@ def _write_file(files: pafs.FileSystem, rows: pa.Table, value: bool) -> AddActio
             compression=codec,
             compression_level=level,
             use_dictionary=False,
+            write_statistics=_statistics(data.schema, value),
             row_group_size=_ROW_GROUP_ROWS,
         )
     stats = {"numRecords": data.num_rows, "minValues": {}, "maxValues": {}, "nullCount": {}}
@@ -1171,10 +1347,12 @@ def verify_history(lake: DeltaLake) -> HistoryVerification:
     if history is None or leads is None:
         return HistoryVerification(exists=False)
     mark, _ = _history_marks(history)
-    chain = history.to_pyarrow_dataset().to_table(
+    # Read as any reader reads the table (not through the derivation's direct file read).
+    dataset = history.to_pyarrow_dataset()
+    chain = dataset.to_table(
         columns=["id", "version", "valid_from", "valid_to", "is_current", "change"]
     )
-    current = _current_versions(history)
+    current = dataset.to_table(filter=ds.field(PARTITION_COLUMN) == True)  # noqa: E712
     live = leads.to_pyarrow_dataset().to_table()
     history_values = [
         n for n in current.column_names if n != "id" and n not in HISTORY_ONLY_COLUMNS
