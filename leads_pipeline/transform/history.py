@@ -305,7 +305,7 @@ def _derive(
         columns = _ValueColumns(history_schema(pa.schema(leads.schema().to_arrow())))
     else:
         columns = _ValueColumns(pa.schema(plan.history.schema().to_arrow()))
-    current = None
+    current, kept = None, None
     events = (
         _events_from_feed(leads, pending, columns) if _feed_applies(plan, leads, pending) else None
     )
@@ -327,7 +327,7 @@ def _derive(
     if events.steps:
         all_events = pa.concat_tables([columns.values(e, keep=_EVENT_FIELDS) for e in events.steps])
         if current is None:
-            current = _current_for(lake, plan.history, all_events, evolves)
+            current, kept = _current_for(lake, plan.history, all_events, target, evolves)
         base = _base_versions(plan.history, current, all_events, columns)
         added, closing = _combine(all_events, base, _concat(deletions, _DELETIONS_SCHEMA), columns)
     else:
@@ -345,7 +345,7 @@ def _derive(
         return _unchanged(plan, through, stamp, read, unreadable)
     else:
         _rewrite_current(
-            lake, plan.history, current, added.cast(target), closing, evolves, commit_metadata
+            lake, plan.history, current, added.cast(target), closing, evolves, commit_metadata, kept
         )
     if plan.history is None:
         table = lake.load(HISTORY_TABLE)
@@ -529,25 +529,32 @@ def enable_leads_change_feed(lake: DeltaLake) -> bool:
 
 
 def _current_for(
-    lake: DeltaLake, history: DeltaTable | None, events: pa.Table, evolves: bool
-) -> pa.Table:
+    lake: DeltaLake, history: DeltaTable | None, events: pa.Table, schema: pa.Schema, evolves: bool
+) -> tuple[pa.Table, list[AddAction] | None]:
     """The current versions needed to apply ``events`` read from the feed.
 
     When every event is a lead appearing (and no column is added), none of them should have a
-    current version: a narrow read of the ids confirms it and nothing is rewritten. Otherwise
-    every current version is read (the ``is_current=true`` partition is rewritten from them).
+    current version: a narrow read of the ids confirms it and nothing is rewritten. Otherwise the
+    ``is_current=true`` partition is rewritten: the versions of the leads with events are
+    returned, with the files already written holding every other current version (see
+    :class:`_CurrentSplit`); or, when those files cannot be read directly, every current version
+    and None.
     """
     if history is None:
         raise AssertionError("the feed is only read onto an existing history")
+    ids = pc.unique(events["id"])
     only_new = not evolves and pc.all(pc.equal(events["kind"], "new")).as_py()
     if only_new:
         found = history.to_pyarrow_dataset().to_table(
             columns=["id"],
-            filter=(ds.field(PARTITION_COLUMN) == True) & key_in("id", events["id"]),  # noqa: E712
+            filter=(ds.field(PARTITION_COLUMN) == True) & key_in("id", ids),  # noqa: E712
         )
         if found.num_rows == 0:
-            return pa.schema(history.schema().to_arrow()).empty_table()
-    return _current_versions(lake, history)
+            return pa.schema(history.schema().to_arrow()).empty_table(), None
+    split = _split_current(lake, history, ids, schema)
+    if split is None:
+        return _current_versions(lake, history), None
+    return split.touched, split.kept
 
 
 def _unchanged(
@@ -651,20 +658,96 @@ def _current_versions(lake: DeltaLake, history: DeltaTable) -> pa.Table:
     Read on every sync that closes a version, so not through ``to_pyarrow_dataset``, which
     builds an expression from every file's statistics first (about a third of the read).
     """
-    schema = pa.schema(history.schema().to_arrow())
+    dataset = _current_dataset(lake, history)
+    if dataset is None:
+        return history.to_pyarrow_dataset().to_table(filter=ds.field(PARTITION_COLUMN) == True)  # noqa: E712
+    return _with_current_flag(dataset.to_table(), history)
+
+
+def _current_dataset(lake: DeltaLake, history: DeltaTable) -> ds.Dataset | None:
+    """The files of the ``is_current=true`` partition as a dataset (without the partition
+    column), or None when the log names them by absolute paths (then delta-rs resolves them)."""
     actions = pa.table(history.get_add_actions(flatten=True))
     current = actions.filter(pc.fill_null(actions[f"partition.{PARTITION_COLUMN}"], False))
     paths = [unquote(p) for p in current["path"].to_pylist()]
-    if any("://" in p or p.startswith("/") for p in paths):  # absolute paths: let delta-rs resolve
-        dataset = history.to_pyarrow_dataset()
-        return dataset.to_table(filter=ds.field(PARTITION_COLUMN) == True)  # noqa: E712
-    stored = pa.schema(f for f in schema if f.name != PARTITION_COLUMN)
+    if any("://" in p or p.startswith("/") for p in paths):
+        return None
+    stored = pa.schema(
+        f for f in pa.schema(history.schema().to_arrow()) if f.name != PARTITION_COLUMN
+    )
     files = _table_files(lake, history.table_uri)
-    rows = ds.dataset(paths, schema=stored, format="parquet", filesystem=files).to_table()
+    return ds.dataset(paths, schema=stored, format="parquet", filesystem=files)
+
+
+def _with_current_flag(rows: pa.Table, history: DeltaTable) -> pa.Table:
+    """``rows`` read from the current versions' files, with their partition column (true)."""
+    schema = pa.schema(history.schema().to_arrow())
     flags = pa.array([True] * rows.num_rows, pa.bool_())
     return rows.add_column(
         schema.get_field_index(PARTITION_COLUMN), schema.field(PARTITION_COLUMN), flags
     )
+
+
+@dataclass(frozen=True)
+class _CurrentSplit:
+    """The current versions of the leads with events, and files already holding all the others.
+
+    Each writer reads its share of the current versions' row groups, keeps aside those of the
+    leads with events and writes the rest straight back as a new file: reading, filtering and
+    encoding overlap on every core, and no table of every current version is ever assembled.
+    """
+
+    touched: pa.Table
+    kept: list[AddAction]
+
+
+def _split_current(
+    lake: DeltaLake, history: DeltaTable, ids: pa.Array, schema: pa.Schema
+) -> _CurrentSplit | None:
+    """Splits the current versions into those of ``ids`` and the others (written, in ``schema``).
+
+    Returns None when the files cannot be read directly (see :func:`_current_dataset`).
+    """
+    dataset = _current_dataset(lake, history)
+    if dataset is None:
+        return None
+    pieces = [
+        piece for fragment in dataset.get_fragments() for piece in fragment.split_by_row_group()
+    ]
+    shares = _balanced(pieces, max(1, min(os.cpu_count() or 1, _WRITERS)))
+    files = _table_files(lake, history.table_uri)
+    stored = dataset.schema
+
+    def split(share: list[ds.ParquetFileFragment]) -> tuple[pa.Table, AddAction | None]:
+        rows = pa.concat_tables(
+            [p.to_table(schema=stored) for p in share] or [stored.empty_table()]
+        )
+        hit = pc.is_in(rows["id"], value_set=ids)
+        kept = rows.filter(pc.invert(hit))
+        action = _write_file(files, _conform(kept, schema), True) if kept.num_rows else None
+        return rows.filter(hit), action
+
+    if len(shares) == 1:
+        results = [split(shares[0])]
+    else:
+        with ThreadPoolExecutor(len(shares)) as pool:
+            results = list(pool.map(split, shares))
+    touched = pa.concat_tables([t for t, _ in results] or [stored.empty_table()])
+    return _CurrentSplit(
+        touched=_with_current_flag(touched, history),
+        kept=[a for _, a in results if a is not None],
+    )
+
+
+def _balanced(pieces: list[ds.ParquetFileFragment], count: int) -> list[list]:
+    """``pieces`` (one row group each) in at most ``count`` shares of about equal rows."""
+    shares: list[list] = [[] for _ in range(min(count, len(pieces)) or 1)]
+    loads = [0] * len(shares)
+    for piece in sorted(pieces, key=lambda p: -p.row_groups[0].num_rows):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(piece)
+        loads[lightest] += piece.row_groups[0].num_rows
+    return shares
 
 
 def _read_leads_version(lake: DeltaLake, leads: DeltaTable, version: int) -> pa.Table | None:
@@ -1103,12 +1186,15 @@ def _rewrite_current(
     closing: pa.Table,
     evolves: bool,
     metadata: Mapping[str, str],
+    kept: list[AddAction] | None = None,
 ) -> None:
     """One commit that closes the ``closing`` versions and adds ``added`` (a merge on
     ``(id, version)``, written directly).
 
     ``current`` is every row of the ``is_current=true`` partition at ``history``'s version (read
-    for the comparison already). When versions are closed, or ``leads`` brought a new column,
+    for the comparison already); or, with ``kept`` (the files already holding every other
+    current version, see :class:`_CurrentSplit`), only the current versions of the leads with
+    events. When versions are closed, or ``leads`` brought a new column,
     that partition is replaced: the rows still current and the new current versions are written
     once, and the partition's old files are removed by the same commit (an overwrite of that
     partition, which also records the new schema: older versions read NULL in a new column).
@@ -1128,10 +1214,14 @@ def _rewrite_current(
     )
     is_new_current = pc.fill_null(added[PARTITION_COLUMN], False)
     schema = added.schema
-    replace = closing.num_rows > 0 or evolves
+    replace = closing.num_rows > 0 or evolves or kept is not None
     new_current = _conform(added.filter(is_new_current), schema)
     files = _table_files(lake, history.table_uri)
-    if replace:
+    if kept is not None:
+        # The others are written already; a touched version that no event closed stays current.
+        rows = pa.concat_tables([_conform(current.filter(pc.invert(closed)), schema), new_current])
+        actions = kept + _write_files(files, rows, True)
+    elif replace:
         # The rows still current are filtered by the writers, each its own slice, in parallel.
         still = pa.chunked_array(
             [*pc.invert(closed).chunks, pa.array([True] * new_current.num_rows, pa.bool_())],
