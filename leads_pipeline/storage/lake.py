@@ -722,17 +722,25 @@ class DeltaLake:
 
         return self._checkpointed(name, _retry_on_conflict(overwrite))
 
-    def checkpoint_if_due(self, name: str, version: int | None) -> None:
+    def checkpoint_if_due(
+        self, name: str, version: int | None, table: DeltaTable | None = None
+    ) -> None:
         """Writes a checkpoint of table ``name`` when ``version`` (just committed) is a multiple
         of :data:`CHECKPOINT_EVERY`.
 
         A checkpoint is no commit: it changes no version and no row. One that cannot be written
         is left for the next multiple (it only makes opening the table faster).
+
+        Args:
+            name: Table name.
+            version: The version just committed.
+            table: The table already loaded at ``version``, if the caller has it.
         """
         if not version or version % CHECKPOINT_EVERY:
             return
         try:
-            table = self.load(name)
+            if table is None or table.version() != version:
+                table = self.load(name)
             if table is not None:
                 table.create_checkpoint()
         except (DeltaError, OSError):

@@ -352,7 +352,7 @@ def _derive(
     else:
         table = plan.history
         table.update_incremental()  # onto the commit just made (cheaper than a new load)
-    lake.checkpoint_if_due(HISTORY_TABLE, table.version())
+    lake.checkpoint_if_due(HISTORY_TABLE, table.version(), table)
     counts = pc.value_counts(added["change"]).to_pylist() if added.num_rows else []
     return HistoryOutcome(
         mode=plan.mode,

@@ -65,3 +65,27 @@ def test_first_rows_reads_a_few_rows_across_files_and_fills_columns_a_file_lacks
     assert all(rows[i] == {"c": 1, "d": 2}[i] for i in rows if i in "cd")
     assert first_rows(table, 10).num_rows == 4
     assert first_rows(table, 0).num_rows == 0
+
+
+def test_a_checkpoint_is_written_from_the_table_given_or_from_a_fresh_load(lake_uri):
+    lake = DeltaLake(lake_uri)
+    log = Path(lake_uri) / "t" / "_delta_log"
+    step = 0
+    while lake.upsert("t", _rows(step), "id").version < CHECKPOINT_EVERY - 1:
+        step += 1
+    stale = DeltaTable(f"{lake_uri}/t")
+    assert stale.version() == CHECKPOINT_EVERY - 1
+    assert lake.upsert("t", _rows(step + 1), "id").version == CHECKPOINT_EVERY  # checkpointed
+    (log / f"{CHECKPOINT_EVERY:020d}.checkpoint.parquet").unlink()
+    (log / "_last_checkpoint").unlink()
+
+    # A table loaded at another version is not trusted: the checkpoint is of the version given.
+    lake.checkpoint_if_due("t", CHECKPOINT_EVERY, stale)
+    assert json.loads((log / "_last_checkpoint").read_text())["version"] == CHECKPOINT_EVERY
+    (log / f"{CHECKPOINT_EVERY:020d}.checkpoint.parquet").unlink()
+    (log / "_last_checkpoint").unlink()
+
+    lake.checkpoint_if_due("t", CHECKPOINT_EVERY, DeltaTable(f"{lake_uri}/t"))
+    assert (log / f"{CHECKPOINT_EVERY:020d}.checkpoint.parquet").exists()
+    lake.checkpoint_if_due("t", CHECKPOINT_EVERY + 1, stale)  # not due: nothing written
+    assert not (log / f"{CHECKPOINT_EVERY + 1:020d}.checkpoint.parquet").exists()
