@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -597,3 +598,34 @@ def test_the_assets_are_analytics_duckdb_assets_following_their_upstream():
         assert asset.op.pool == "leads_warehouse", name
         upstream = {d.asset_key.path[-1] for d in spec.deps}
         assert upstream == ({"leads"} if name == "cohort_conversion" else {HISTORY_TABLE}), name
+
+
+def test_one_marking_serves_every_movement_asset_of_a_history_version(tmp_path):
+    from leads_pipeline.storage.lake import DeltaLake
+    from leads_pipeline.transform.movement import daily_entries, mark_versions
+
+    store = DeltaLake(str(tmp_path / "lake"))
+    uri = store.table_uri(HISTORY_TABLE)
+    write_deltalake(uri, history_table(VERSIONS), partition_by=["is_current"])
+    first = movement_assets._marked_history(store, DeltaTable(uri))
+    # The same version, read again by the next asset of the run: the same marking.
+    assert movement_assets._marked_history(store, DeltaTable(uri)) is first
+    assert daily_entries(first).equals(
+        daily_entries(mark_versions(DeltaTable(uri).to_pyarrow_dataset()))
+    )
+
+    # A new version of the history: marked again, from its own rows.
+    more = {**VERSIONS, "extra": [("created", "Prospect", utc(2025, 1, 20))]}
+    write_deltalake(uri, history_table(more), partition_by=["is_current"], mode="overwrite")
+    second = movement_assets._marked_history(store, DeltaTable(uri))
+    assert second is not first
+    assert len(second.rows) == len(first.rows) + 1
+
+    # The table recreated at the same URI, back at the version marked first: not mistaken for it.
+    shutil.rmtree(uri)
+    write_deltalake(uri, history_table(more), partition_by=["is_current"])
+    write_deltalake(uri, history_table(VERSIONS), partition_by=["is_current"], mode="overwrite")
+    recreated = DeltaTable(uri)
+    assert recreated.version() == 1
+    third = movement_assets._marked_history(store, recreated)
+    assert third is not second and len(third.rows) == len(first.rows)

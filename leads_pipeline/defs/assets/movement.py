@@ -8,6 +8,7 @@ entries reconcile with the history they were computed from.
 """
 
 import json
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -50,10 +51,12 @@ from leads_pipeline.tables import (
     Grain,
 )
 from leads_pipeline.transform.movement import (
+    MarkedVersions,
     cohort_conversion_sql,
     compute_cohort_conversion,
     compute_status_durations,
     compute_status_entries,
+    mark_versions,
     status_durations_sql,
     status_entries_sql,
     verify_status_entries,
@@ -91,6 +94,28 @@ def _publish_or_reuse(
     return rows, True
 
 
+_marking_lock = threading.Lock()
+_last_marking: tuple[tuple, MarkedVersions] | None = None
+
+
+def _marked_history(store: DeltaLake, history: DeltaTable) -> MarkedVersions:
+    """``history``'s versions marked by :func:`mark_versions`, once per Delta version.
+
+    The status entries of every grain and the status durations of one run share one process
+    (the in-process executor): the first of them to run reads and marks the history, the others
+    reuse it. A Delta version never changes; the table's id tells a table recreated at the same
+    URI. Only the latest marking is kept.
+    """
+    global _last_marking
+    key = (store.table_uri(HISTORY_TABLE), history.metadata().id, history.version())
+    with _marking_lock:
+        if _last_marking is not None and _last_marking[0] == key:
+            return _last_marking[1]
+        marked = mark_versions(history.to_pyarrow_dataset())
+        _last_marking = (key, marked)
+        return marked
+
+
 def _statuses_origin(statuses: pa.Table) -> str:
     return json.dumps(statuses.to_pylist(), ensure_ascii=False, sort_keys=True)
 
@@ -114,7 +139,7 @@ def _materialize_entries(
         warehouse.warehouse(),
         table,
         origin,
-        lambda: compute_status_entries(history.to_pyarrow_dataset(), grain, statuses),
+        lambda: compute_status_entries(_marked_history(store, history), grain, statuses),
     )
     label = entries.column_names[0]
     periods = pc.unique(entries[label]) if entries.num_rows else pa.array([], pa.string())
@@ -204,7 +229,7 @@ def status_durations(
         warehouse.warehouse(),
         DURATIONS_TABLE,
         origin,
-        lambda: compute_status_durations(history.to_pyarrow_dataset(), statuses, measured_at),
+        lambda: compute_status_durations(_marked_history(store, history), statuses, measured_at),
     )
     completed = int(pc.sum(durations["completed_stays"]).as_py() or 0)
     open_stays = int(pc.sum(durations["open_stays"]).as_py() or 0)
