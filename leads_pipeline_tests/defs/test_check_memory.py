@@ -291,12 +291,14 @@ def test_a_pass_relied_on_reads_no_data_file(instance, resources, lake_uri):
 def test_a_republished_table_with_its_old_lineage_is_verified_and_caught(
     instance, resources, lake_uri, warehouse_path
 ):
-    """A table published again without lineage keeps the old one: its rows' digest moves."""
+    """Rows published again under their old lineage (as a writer that reuses it would): their
+    digest moves, so the checks verify them again."""
     assert sync(instance, resources).success
     weekly_table, monthly_entries = WEEK.table(), MONTH.table("status_entries")
     weekly = published(warehouse_path, weekly_table)
     entries = published(warehouse_path, monthly_entries)
     lineage = Warehouse(warehouse_path).lineage(weekly_table)
+    entries_lineage = Warehouse(warehouse_path).lineage(monthly_entries)
     contacts = expected_totals(0)["date_prise_contact"]
 
     # One week gains a first contact; one month and status gains 3 entries.
@@ -312,7 +314,8 @@ def test_a_republished_table_with_its_old_lineage_is_verified_and_caught(
         {
             weekly_table: pa.Table.from_pylist(rows, schema=weekly.schema),
             monthly_entries: pa.Table.from_pylist(entry_rows, schema=entries.schema),
-        }
+        },
+        lineage={weekly_table: lineage, monthly_entries: entries_lineage},
     )
     assert Warehouse(warehouse_path).lineage(weekly_table) == lineage  # what reuse would trust
 
@@ -346,7 +349,10 @@ def test_a_republished_table_with_its_old_lineage_is_verified_and_caught(
 
     # The original rows back: the inputs of the first pass, but the latest evaluation failed,
     # so the check verifies in full (and passes); only the next one relies on it.
-    Warehouse(warehouse_path).publish({weekly_table: weekly, monthly_entries: entries})
+    Warehouse(warehouse_path).publish(
+        {weekly_table: weekly, monthly_entries: entries},
+        lineage={weekly_table: lineage, monthly_entries: entries_lineage},
+    )
     restored = checks_only(instance, resources)
     assert restored.passed(WEEKLY_COUNTS) and restored.passed(MONTHLY_ENTRIES)
     assert restored.meta(WEEKLY_COUNTS)["unchanged_since_last_pass"] is False
