@@ -291,10 +291,13 @@ class DeltaLake:
         table = self.load(name)
         if table is None:
             return None
-        for commit in table.history(search):
-            value = commit.get(METADATA_PREFIX + key)
-            if value is not None:
-                return value
+        # The newest commits usually carry it: read 10 of them first (each is one file of the log,
+        # a request on an object store), then the rest of the search.
+        for limit in dict.fromkeys((min(10, search), search)):
+            for commit in table.history(limit):
+                value = commit.get(METADATA_PREFIX + key)
+                if value is not None:
+                    return value
         return None
 
     def ensure(

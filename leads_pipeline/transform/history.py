@@ -660,7 +660,8 @@ def _current_versions(lake: DeltaLake, history: DeltaTable) -> pa.Table:
     """
     dataset = _current_dataset(lake, history)
     if dataset is None:
-        return history.to_pyarrow_dataset().to_table(filter=ds.field(PARTITION_COLUMN) == True)  # noqa: E712
+        current = ds.field(PARTITION_COLUMN) == True  # noqa: E712
+        return history.to_pyarrow_dataset().to_table(filter=current)
     return _with_current_flag(dataset.to_table(), history)
 
 

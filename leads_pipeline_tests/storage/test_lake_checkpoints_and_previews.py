@@ -89,3 +89,31 @@ def test_a_checkpoint_is_written_from_the_table_given_or_from_a_fresh_load(lake_
     assert (log / f"{CHECKPOINT_EVERY:020d}.checkpoint.parquet").exists()
     lake.checkpoint_if_due("t", CHECKPOINT_EVERY + 1, stale)  # not due: nothing written
     assert not (log / f"{CHECKPOINT_EVERY + 1:020d}.checkpoint.parquet").exists()
+
+
+def test_commit_value_finds_the_newest_value_within_the_search(lake_uri):
+    from deltalake import write_deltalake
+
+    from leads_pipeline.storage.lake import commit_properties
+
+    lake = DeltaLake(lake_uri)
+    uri = lake.table_uri("m")
+    rows = pa.table({"id": ["a"]})
+    for version in range(15):
+        metadata = {"source": f"s{version}"} if version in (2, 4) else {}
+        write_deltalake(
+            uri, rows, mode="append", commit_properties=commit_properties(metadata, retry=False)
+        )
+    # The newest value is 10 commits back: found past the first ten read.
+    assert lake.commit_value("m", "source") == "s4"
+    assert lake.commit_value("m", "source", search=11) == "s4"
+    assert lake.commit_value("m", "source", search=10) is None
+    assert lake.commit_value("m", "absent") is None
+    assert lake.commit_value("missing_table", "source") is None
+    write_deltalake(
+        uri,
+        rows,
+        mode="append",
+        commit_properties=commit_properties({"source": "new"}, retry=False),
+    )
+    assert lake.commit_value("m", "source", search=1) == "new"
