@@ -289,16 +289,8 @@ class DeltaLake:
             search: How many recent commits to look through.
         """
         table = self.load(name)
-        if table is None:
-            return None
-        # The newest commits usually carry it: read 10 of them first (each is one file of the log,
-        # a request on an object store), then the rest of the search.
-        for limit in dict.fromkeys((min(10, search), search)):
-            for commit in table.history(limit):
-                value = commit.get(METADATA_PREFIX + key)
-                if value is not None:
-                    return value
-        return None
+        commit = None if table is None else newest_commit_with(table, key, search)
+        return None if commit is None else commit[METADATA_PREFIX + key]
 
     def ensure(
         self,
@@ -770,6 +762,24 @@ class DeltaLake:
             if self.load(name) is None:
                 raise
             raise CommitFailedError(f"{self.table_uri(name)} was created concurrently.") from error
+
+
+def newest_commit_with(table: DeltaTable, key: str, search: int = 200) -> dict | None:
+    """The newest of ``table``'s last ``search`` commits whose custom metadata has ``key``.
+
+    The newest commits usually carry it: 10 of them are read first (each is one file of the log,
+    a request on an object store), then the rest of the search.
+
+    Args:
+        table: The table.
+        key: Key without the ``leads_pipeline.`` prefix.
+        search: How many recent commits to look through.
+    """
+    for limit in dict.fromkeys((min(10, search), search)):
+        for commit in table.history(limit):
+            if commit.get(METADATA_PREFIX + key) is not None:
+                return commit
+    return None
 
 
 def first_rows(table: DeltaTable, count: int, *, exclude: Sequence[str] = ()) -> pa.Table:

@@ -188,7 +188,7 @@ class Warehouse:
                             f"({', '.join('?' for _ in unvouched)})",
                             unvouched,
                         )
-                    for name, origin in (lineage or {}).items():
+                    if lineage:
                         con.execute(
                             f"CREATE TABLE IF NOT EXISTS {LINEAGE_TABLE} "
                             "(table_name VARCHAR PRIMARY KEY, computed_from VARCHAR)"
@@ -196,6 +196,7 @@ class Warehouse:
                         con.execute(
                             f"ALTER TABLE {LINEAGE_TABLE} ADD COLUMN IF NOT EXISTS chart BLOB"
                         )
+                    for name, origin in (lineage or {}).items():
                         con.execute(
                             f"INSERT OR REPLACE INTO {LINEAGE_TABLE} "
                             "(table_name, computed_from, chart) VALUES (?, ?, ?)",

@@ -74,6 +74,7 @@ from leads_pipeline.storage.lake import (
     DeltaLake,
     commit_properties,
     key_in,
+    newest_commit_with,
     newest_per_key,
 )
 from leads_pipeline.tables import (
@@ -249,16 +250,15 @@ def _plan(lake: DeltaLake, leads: DeltaTable, examined: ExaminedThrough | None) 
 def _history_marks(history: DeltaTable) -> tuple[int | None, int | None]:
     """The ``leads`` version, and its commit time, that ``lead_history`` is derived through.
 
-    Read from the newest commit that records them (compactions record none), looking at the
-    last 10 commits first, then the last 200.
+    Read from the newest of the last 200 commits that records them (compactions record none).
     """
-    for limit in (10, 200):
-        for commit in history.history(limit):
-            version = commit.get(METADATA_PREFIX + LEADS_VERSION_KEY)
-            if version is not None:
-                stamp = commit.get(METADATA_PREFIX + LEADS_COMMIT_KEY)
-                return int(version), int(stamp) if stamp is not None else None
-    return None, None
+    commit = newest_commit_with(history, LEADS_VERSION_KEY)
+    if commit is None:
+        return None, None
+    stamp = commit.get(METADATA_PREFIX + LEADS_COMMIT_KEY)
+    return int(commit[METADATA_PREFIX + LEADS_VERSION_KEY]), int(
+        stamp
+    ) if stamp is not None else None
 
 
 def _same_commit(commits: list[dict], version: int, timestamp: object) -> bool:
@@ -921,7 +921,7 @@ def _combine(
     names = columns.names
     values = pa.concat_tables([base.select(["id", *names]), events.select(["id", *names])])
     chain = _Chain(base, events, _event_times(events, deletions))
-    added_at = chain.positions(~chain.is_base)
+    added_at = np.flatnonzero(~chain.is_base)
     rows = values.take(pa.array(chain.order[added_at]))
     has_previous = added_at > chain.start[added_at]
     previous = values.take(pa.array(chain.order[added_at - 1], mask=~has_previous))
@@ -951,7 +951,7 @@ def _combine(
     target = columns.schema()
     table = pa.table({name: added[name] for name in target.names})
 
-    closes = chain.positions(chain.is_base & chain.base_current & ~chain.is_last)
+    closes = np.flatnonzero(chain.is_base & chain.base_current & ~chain.is_last)
     closing = pa.table(
         {
             "id": values["id"].take(pa.array(chain.order[closes])),
@@ -1029,28 +1029,20 @@ class _Chain:
         self.next_valid_from = np.full(size, _NO_TIME, np.int64)
         self.next_valid_from[:-1] = np.where(ends[:-1], _NO_TIME, self.valid_from[1:])
 
-    @staticmethod
-    def positions(mask: np.ndarray) -> np.ndarray:
-        return np.flatnonzero(mask)
-
 
 def _event_times(events: pa.Table, deletions: pa.Table) -> np.ndarray:
     """Each event's time (µs): a ``gone`` one's deletion time, else its edit time; when unknown,
     when it was observed."""
-    edited = _micros(events["event_time"])
+    deleted = np.full(events.num_rows, _NO_TIME, np.int64)
     if deletions.num_rows:
         keys = pc.binary_join_element_wise(events["id"], events["step"].cast(pa.string()), "\x00")
         deletion_keys = pc.binary_join_element_wise(
             deletions["id"], deletions["step"].cast(pa.string()), "\x00"
         )
-        found = pc.index_in(keys, deletion_keys)
-        deleted = _micros(deletions["deleted_at"].take(found))
-        gone = _numpy(events["kind"], object) == _GONE
-        edited = np.where(gone, deleted, edited)
-    elif events.num_rows:
-        edited = np.where(_numpy(events["kind"], object) == _GONE, _NO_TIME, edited)
-    observed = _micros(events[HISTORY_SYNCED_AT.name])
-    return np.where(edited == _NO_TIME, observed, edited)
+        deleted = _micros(deletions["deleted_at"].take(pc.index_in(keys, deletion_keys)))
+    gone = _numpy(events["kind"], object) == _GONE
+    known = np.where(gone, deleted, _micros(events["event_time"]))
+    return np.where(known == _NO_TIME, _micros(events[HISTORY_SYNCED_AT.name]), known)
 
 
 def _running_max(values: np.ndarray, start: np.ndarray) -> np.ndarray:
